@@ -1,0 +1,51 @@
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz`, `/readyz`. Optionally
+//! guarded by a bearer token from the environment. Observation only.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::http::body::{full, Body};
+use crate::secret::sha256_hex;
+use crate::state::AppState;
+
+pub async fn handle<B>(app: Arc<AppState>, req: Request<B>) -> Response<Body> {
+    let snap = app.snapshot.load();
+    if let Some(token) = &snap.settings.admin_token {
+        let presented = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Comparing digests keeps the comparison time independent of the token's bytes.
+        if sha256_hex(presented.as_bytes()) != sha256_hex(token.expose().as_bytes()) {
+            return text(StatusCode::UNAUTHORIZED, "admin token required\n");
+        }
+    }
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut resp = Response::new(full(app.metrics.render()));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if app.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" => text(StatusCode::OK, "ready\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

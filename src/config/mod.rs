@@ -1,0 +1,294 @@
+//! `proxy.yaml`: the raw serde types (unknown fields rejected), `${ENV}` interpolation, and
+//! loading. Semantic validation happens in [`compile`], which turns the raw file into an
+//! immutable [`Snapshot`].
+
+pub mod compile;
+pub mod glob;
+pub mod diag;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use compile::{compile, Provider, Settings, Snapshot, Transport, VirtualKey};
+pub use diag::Diagnostic;
+
+use crate::provider::AuthStyle;
+
+/// The whole `proxy.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// API listener address; `${ENV}` allowed. Default `127.0.0.1:8787`.
+    pub listen: Option<Spanned<String>>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Admin listener address. Default `127.0.0.1:9787`.
+    pub listen: Option<Spanned<String>>,
+    /// Bearer token required on the admin listener; must be an `${ENV}` reference.
+    pub token: Option<Spanned<String>>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_body_bytes: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+    pub header_read_timeout: Option<Dur>,
+    pub drain_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API: OpenAI, Azure-style base URLs, vLLM, Ollama, OpenRouter.
+    Openai,
+    Anthropic,
+    /// The built-in in-process mock (both API families).
+    Mock,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: Spanned<String>,
+    pub kind: ProviderKind,
+    pub base_url: Option<Spanned<String>>,
+    /// Must be an `${ENV_VAR}` reference; the provider is disabled while it is unset.
+    pub api_key: Option<Spanned<String>>,
+    pub auth: Option<AuthStyle>,
+    /// Forward the client's own provider key instead of `api_key`.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// Model names to list in `GET /v1/models` (routing is by `routes`).
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<Dur>,
+    pub first_byte: Option<Dur>,
+    pub between_chunks: Option<Dur>,
+    pub total: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// A model name or glob (`gpt-*`, `o*`, `claude-?-*`).
+    pub model: Spanned<String>,
+    pub provider: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub name: Spanned<String>,
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: Option<Spanned<String>>,
+    /// Or the key itself from the environment: `${MY_APP_KEY}`.
+    pub key: Option<Spanned<String>>,
+    pub team: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Providers this key may use (all when absent).
+    pub providers: Option<Vec<Spanned<String>>>,
+    /// Accept this key only from loopback clients.
+    #[serde(default)]
+    pub loopback_only: bool,
+}
+
+/// A duration written as `250ms`, `5s`, `2m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: expected e.g. 250ms, 5s, 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration `{s}`: unit must be ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 7.0 * 86400.0 {
+        return Err(format!("invalid duration `{s}`: must be between 0 and 7 days"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Where `${NAME}` references are resolved. A trait so tests can supply their own.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` in `s`. An unset variable without a default is
+/// an error naming the variable.
+pub fn interpolate(s: &str, env: &dyn Env) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("invalid variable name `{name}`"));
+        }
+        match (env.var(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("environment variable `{name}` is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// For secret fields: the variable name of a value written exactly as `${NAME}`.
+pub fn env_reference(s: &str) -> Option<&str> {
+    let name = s.trim().strip_prefix("${")?.strip_suffix('}')?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(name)
+}
+
+/// Parses `proxy.yaml` text. `file` is only used in diagnostics.
+pub fn parse(file: &str, text: &str) -> Result<RawConfig, Diagnostic> {
+    serde_saphyr::from_str(text).map_err(|e| Diagnostic::from_yaml(file, &e))
+}
+
+/// Reads, parses and compiles a config file against the process environment.
+pub fn load(path: &Path) -> Result<Snapshot, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic { file: file.clone(), line: 1, col: 1, message: format!("cannot read: {e}"), hint: None }]
+    })?;
+    load_str(&file, &text, path.parent().unwrap_or(Path::new(".")), &ProcessEnv)
+}
+
+/// Parses and compiles config text; relative TLS paths resolve against `base_dir`.
+pub fn load_str(file: &str, text: &str, base_dir: &Path, env: &dyn Env) -> Result<Snapshot, Vec<Diagnostic>> {
+    let raw = parse(file, text).map_err(|d| vec![d])?;
+    compile(file, &raw, base_dir, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SET").then(|| "value".to_string())
+    }
+
+    #[test]
+    fn interpolates_set_default_and_unset() {
+        assert_eq!(interpolate("a-${SET}-b", &env).as_deref(), Ok("a-value-b"));
+        assert_eq!(interpolate("${UNSET:-x:1}", &env).as_deref(), Ok("x:1"));
+        assert!(interpolate("${UNSET}", &env).is_err_and(|e| e.contains("UNSET")));
+        assert!(interpolate("${SET", &env).is_err());
+    }
+
+    #[test]
+    fn env_reference_only_accepts_whole_reference() {
+        assert_eq!(env_reference("${OPENAI_API_KEY}"), Some("OPENAI_API_KEY"));
+        assert_eq!(env_reference("sk-literal"), None);
+        assert_eq!(env_reference("x${A}"), None);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The one error type of the request path, its exhaustive mapping to HTTP status, and its
+//! rendering into the caller's own API error format.
+//!
+//! Upstream error responses are not errors here: they pass through unchanged as responses.
+//! Only failures that warden itself decides end up as a [`ProxyError`].
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::http::body::{full, Body};
+use crate::provider::ApiFamily;
+
+/// Every way warden can refuse or fail a request. Messages never carry secrets: keys are
+/// [`crate::secret::Secret`] and never put into a variant.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("unknown endpoint {method} {path}")]
+    UnknownEndpoint { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{0}")]
+    ModelNotFound(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid request target: {0}")]
+    BadTarget(&'static str),
+    #[error("could not read the request body: {0}")]
+    ClientBody(String),
+    #[error("upstream provider `{provider}` could not be reached: {reason}")]
+    UpstreamConnect { provider: String, reason: String },
+    #[error("upstream provider `{provider}` timed out ({phase})")]
+    UpstreamTimeout {
+        provider: String,
+        phase: &'static str,
+    },
+    #[error("warden is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The family-independent class of an error; each API dialect names it in its own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    NotFound,
+    TooLarge,
+    RateLimit,
+    Upstream,
+    Timeout,
+    Unavailable,
+    Internal,
+}
+
+impl ProxyError {
+    /// The one status mapping. No wildcard arm: a new variant must be mapped here.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ProxyError::Unauthorized(_) => ErrorClass::Authentication,
+            ProxyError::Forbidden(_) => ErrorClass::Permission,
+            ProxyError::UnknownEndpoint { .. } => ErrorClass::NotFound,
+            ProxyError::MethodNotAllowed { .. } => ErrorClass::InvalidRequest,
+            ProxyError::ModelNotFound(_) => ErrorClass::NotFound,
+            ProxyError::BodyTooLarge { .. } => ErrorClass::TooLarge,
+            ProxyError::BadRequest(_) => ErrorClass::InvalidRequest,
+            ProxyError::BadTarget(_) => ErrorClass::InvalidRequest,
+            ProxyError::ClientBody(_) => ErrorClass::InvalidRequest,
+            ProxyError::UpstreamConnect { .. } => ErrorClass::Upstream,
+            ProxyError::UpstreamTimeout { .. } => ErrorClass::Timeout,
+            ProxyError::ShuttingDown => ErrorClass::Unavailable,
+            ProxyError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
+    /// A short, fixed label for metrics and the log line (never `to_string()`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Unauthorized(_) => "unauthorized",
+            ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::UnknownEndpoint { .. } => "unknown_endpoint",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::ModelNotFound(_) => "model_not_found",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadTarget(_) => "bad_target",
+            ProxyError::ClientBody(_) => "client_body",
+            ProxyError::UpstreamConnect { .. } => "upstream_connect",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::Internal(_) => "internal",
+        }
+    }
+
+    /// A machine-readable code for the OpenAI `code` field, where OpenAI has one.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Unauthorized(_) => Some("invalid_api_key"),
+            ProxyError::ModelNotFound(_) => Some("model_not_found"),
+            ProxyError::BodyTooLarge { .. } => Some("request_too_large"),
+            ProxyError::UnknownEndpoint { .. } => Some("unknown_url"),
+            ProxyError::Forbidden(_)
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadTarget(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::ShuttingDown
+            | ProxyError::Internal(_) => None,
+        }
+    }
+
+    /// Renders the error in the caller's API format. This is the only place an error
+    /// becomes an HTTP response.
+    pub fn into_response(self, family: ApiFamily) -> Response<Body> {
+        let status = self.status();
+        let body = family
+            .dialect()
+            .error_body(self.class(), self.code(), &self.to_string());
+        error_response(status, body)
+    }
+}
+
+/// A JSON error response with the given body.
+pub fn error_response(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_too_large_maps_to_413() {
+        let e = ProxyError::BodyTooLarge { limit: 10 };
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.kind(), "body_too_large");
+    }
+
+    #[test]
+    fn timeouts_map_to_504_and_connect_failures_to_502() {
+        let t = ProxyError::UpstreamTimeout {
+            provider: "p".into(),
+            phase: "first byte",
+        };
+        assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
+        let c = ProxyError::UpstreamConnect {
+            provider: "p".into(),
+            reason: "refused".into(),
+        };
+        assert_eq!(c.status(), StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,4 @@
+//! Bytes and headers: body limits and adapters, header hygiene. No policy knowledge.
+
+pub mod body;
+pub mod headers;

@@ -1,0 +1,25 @@
+//! warden: a self-hosted LLM reverse proxy with policy enforcement.
+//!
+//! # Layout
+//!
+//! - [`config`]: `proxy.yaml` types, `${ENV}` interpolation, compilation into a
+//!   [`config::Snapshot`], and `file:line:col` diagnostics.
+//! - [`server`]: listeners (API and admin), TLS, HTTP/1.1 + HTTP/2, graceful drain.
+//! - [`pipeline`]: the life of one proxied request, one module per stage.
+//! - [`provider`]: everything that differs between the OpenAI and Anthropic APIs, and the
+//!   built-in mock provider.
+//! - [`http`]: body limits, header hygiene, streaming body adapters.
+//! - [`error`]: the single place where failures become statuses and native error bodies.
+//! - [`metrics`] and [`admin`]: observation only.
+//! - [`secret`]: redacted secrets and key hashing.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod provider;
+pub mod secret;
+pub mod server;
+pub mod state;

@@ -1,0 +1,168 @@
+//! The `warden` command line: `serve` (default), `check`, `mock`, `hash-key`. The only
+//! place that uses `anyhow`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use warden::config::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "LLM reverse proxy with policy enforcement")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for the default `serve`).
+    #[arg(long, default_value = "proxy.yaml", global = true)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Serve,
+    /// Validate the config offline; prints `file:line:col: message` and exits 1 on error.
+    Check,
+    /// Run the mock provider as its own server (fault directives in the `x-mock` header).
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: SocketAddr,
+    },
+    /// Print the SHA-256 of a virtual key for `keys[].sha256` (reads the key from stdin).
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.config),
+        Command::Check => return check(&cli.config),
+        Command::Mock { listen } => mock(listen),
+        Command::HashKey => hash_key(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn report(diags: &[config::Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(snap) => {
+            let tls = [&snap.settings.api_tls, &snap.settings.admin_tls];
+            for files in tls.into_iter().flatten() {
+                if let Err(e) = warden::server::check_tls(files) {
+                    let _ = writeln!(std::io::stderr(), "{}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            let disabled: Vec<&str> = snap.providers.iter().filter_map(|p| p.disabled.as_deref()).collect();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}: ok ({} providers, {} keys)", path.display(), snap.providers.len(), snap.key_count());
+            for d in disabled {
+                let _ = writeln!(out, "note: {d}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            report(&diags);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let snapshot = match config::load(path) {
+        Ok(s) => s,
+        Err(diags) => {
+            report(&diags);
+            anyhow::bail!("invalid configuration in {}", path.display());
+        }
+    };
+    init_logging(snapshot.settings.log_format);
+    for reason in snapshot.providers.iter().filter_map(|p| p.disabled.as_deref()) {
+        tracing::info!(target: "warden", "{reason}");
+    }
+    runtime()?.block_on(async move {
+        let app = warden::state::AppState::new(snapshot);
+        let running = warden::server::start(app).await.context("binding listeners")?;
+        shutdown_signal().await;
+        tracing::info!(target: "warden", "shutting down: draining in-flight requests");
+        running.shutdown().await;
+        tracing::info!(target: "warden", "stopped");
+        Ok(())
+    })
+}
+
+fn mock(listen: SocketAddr) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        tracing::info!(target: "warden", "listening on mock={}", listener.local_addr()?);
+        let (tx, rx) = watch::channel(false);
+        let limits = warden::server::ConnLimits { max_header_bytes: 64 << 10, header_read_timeout: Duration::from_secs(10) };
+        let server = warden::server::serve_mock(listener, warden::provider::mock::Mock::new(), limits, rx);
+        tokio::pin!(server);
+        tokio::select! {
+            () = &mut server => {}
+            () = shutdown_signal() => { let _ = tx.send(true); server.await; }
+        }
+        Ok(())
+    })
+}
+
+fn hash_key() -> anyhow::Result<()> {
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key).context("reading the key from stdin")?;
+    let key = key.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!key.is_empty(), "no key on stdin");
+    writeln!(std::io::stdout(), "{}", warden::secret::sha256_hex(key.as_bytes()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The Prometheus registry and every `warden_*` metric. Label values come only from the
+//! config (route names, provider names, key and team names) or fixed sets (endpoint, status
+//! code, error kind), never from raw request fields, so clients cannot grow the series count.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Labels: endpoint, provider, model (route label), key, team, status.
+    pub requests: IntCounterVec,
+    /// Whole request, until the last body byte. Labels: endpoint, provider.
+    pub duration: HistogramVec,
+    /// Until the upstream's response headers. Labels: provider.
+    pub upstream_duration: HistogramVec,
+    /// Until the first streamed body byte, for `stream: true`. Labels: endpoint, provider.
+    pub ttfb: HistogramVec,
+    pub in_flight: IntGauge,
+    /// warden's own time: total to response headers minus time waiting on the upstream.
+    pub overhead: Histogram,
+    /// Requests warden refused or failed itself. Labels: kind (fixed set).
+    pub errors: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        // Only reachable through a programming error in the fixed definitions below.
+        #[expect(clippy::panic, reason = "static metric definitions; a failure is a bug caught by every test")]
+        Err(e) => panic!("metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let latency = || exponential_buckets(0.001, 2.0, 16);
+        let requests = must(IntCounterVec::new(
+            Opts::new("warden_requests_total", "Requests handled, by endpoint, provider, model route, key, team and status."),
+            &["endpoint", "provider", "model", "key", "team", "status"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new("warden_request_duration_seconds", "Time from request start to the last response byte.")
+                .buckets(must(latency())),
+            &["endpoint", "provider"],
+        ));
+        let upstream_duration = must(HistogramVec::new(
+            HistogramOpts::new("warden_upstream_duration_seconds", "Time from sending upstream to its response headers.")
+                .buckets(must(latency())),
+            &["provider"],
+        ));
+        let ttfb = must(HistogramVec::new(
+            HistogramOpts::new("warden_stream_ttfb_seconds", "Time to the first streamed response byte.")
+                .buckets(must(latency())),
+            &["endpoint", "provider"],
+        ));
+        let in_flight = must(IntGauge::new("warden_in_flight_requests", "Requests currently in progress."));
+        let overhead = must(Histogram::with_opts(
+            HistogramOpts::new("warden_overhead_seconds", "warden's own time per request: total to response headers minus upstream wait.")
+                .buckets(must(exponential_buckets(0.000_025, 2.0, 14))),
+        ));
+        let errors = must(IntCounterVec::new(
+            Opts::new("warden_errors_total", "Requests refused or failed by warden itself, by error kind."),
+            &["kind"],
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("warden_build_info", "Always 1; the running warden version."),
+            &["version"],
+        ));
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(ttfb.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(overhead.clone()),
+            Box::new(errors.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics { registry, requests, duration, upstream_duration, ttfb, in_flight, overhead, errors, build_info }
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

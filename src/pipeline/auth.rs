@@ -1,0 +1,112 @@
+//! Authentication stage: finds the client's credential (`Authorization: Bearer`, `x-api-key`
+//! or Azure's `api-key`), looks its SHA-256 up among the virtual keys, and, once the route is
+//! known, decides which credential the upstream gets. Runs before the body is read, so an
+//! unknown key costs no buffering unless some provider accepts clients' own keys.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::config::{Provider, Snapshot, VirtualKey};
+use crate::error::ProxyError;
+use crate::http::headers::{API_KEY, X_API_KEY};
+use crate::pipeline::ctx::ConnInfo;
+use crate::secret::{sha256_hex, Secret};
+
+/// Who the client is, before routing.
+pub enum Identity {
+    Key(Arc<VirtualKey>),
+    /// Not a virtual key; usable only with a `passthrough` provider, which gets it as is.
+    Unverified(Secret),
+}
+
+const INVALID: &str = "invalid API key: warden does not know this key";
+
+/// The credential a client presented, from whichever header its SDK uses.
+fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
+        return Some(token.trim()).filter(|t| !t.is_empty());
+    }
+    [X_API_KEY, API_KEY]
+        .iter()
+        .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+pub fn authenticate(snap: &Snapshot, headers: &HeaderMap, conn: &ConnInfo) -> Result<Identity, ProxyError> {
+    let Some(presented) = credential(headers) else {
+        return Err(ProxyError::Unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        ));
+    };
+    match snap.key_by_hash(&sha256_hex(presented.as_bytes())) {
+        // A loopback-only key presented from elsewhere is treated as unknown, so its
+        // existence is not revealed.
+        Some(key) if key.loopback_only && !conn.peer.ip().is_loopback() => Err(ProxyError::Unauthorized(INVALID)),
+        Some(key) => Ok(Identity::Key(key.clone())),
+        None if snap.any_passthrough => Ok(Identity::Unverified(Secret::new(presented))),
+        None => Err(ProxyError::Unauthorized(INVALID)),
+    }
+}
+
+/// The credential the upstream receives.
+pub enum UpstreamCredential<'a> {
+    Provider(&'a Secret),
+    Client(Secret),
+    /// The in-process mock needs none.
+    None,
+}
+
+/// Checks that the identity may use the routed provider and picks the upstream credential.
+pub fn authorize<'a>(
+    snap: &Snapshot,
+    identity: Identity,
+    provider: &'a Arc<Provider>,
+) -> Result<(Option<Arc<VirtualKey>>, UpstreamCredential<'a>), ProxyError> {
+    match identity {
+        Identity::Key(key) => {
+            if let Some(allowed) = &key.providers {
+                if !allowed.iter().any(|&i| snap.providers.get(i).is_some_and(|p| Arc::ptr_eq(p, provider))) {
+                    return Err(ProxyError::Forbidden(format!(
+                        "key `{}` may not use provider `{}`",
+                        key.name, provider.name
+                    )));
+                }
+            }
+            let cred = match (&provider.key, &provider.transport) {
+                (Some(secret), _) => UpstreamCredential::Provider(secret),
+                (None, crate::config::Transport::Mock(_)) => UpstreamCredential::None,
+                (None, crate::config::Transport::Http { .. }) => {
+                    return Err(ProxyError::Forbidden(format!(
+                        "provider `{}` only accepts clients' own provider keys (passthrough)",
+                        provider.name
+                    )))
+                }
+            };
+            Ok((Some(key), cred))
+        }
+        Identity::Unverified(secret) if provider.passthrough => Ok((None, UpstreamCredential::Client(secret))),
+        Identity::Unverified(_) => Err(ProxyError::Unauthorized(INVALID)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn finds_credential_in_each_sdk_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credential(&h), None);
+        h.insert("x-api-key", HeaderValue::from_static("sk-a"));
+        assert_eq!(credential(&h), Some("sk-a"));
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-b"));
+        assert_eq!(credential(&h), Some("sk-b"));
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(credential(&h), None);
+    }
+}

@@ -1,0 +1,99 @@
+//! The always-run tail of every request: metrics and the one structured log line. It runs
+//! when the response body ends, fails or is dropped (client gone), and also when the request
+//! future itself is dropped before a response existed, so no request goes unrecorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ctx::RequestCtx;
+use crate::state::AppState;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running (only seen if the guard drops before any other outcome was set).
+    Pending,
+    Complete,
+    /// The client went away before the response was complete; the upstream call was dropped.
+    ClientClosed,
+    UpstreamError,
+    UpstreamTimeout,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Pending | Outcome::ClientClosed => "client_closed",
+            Outcome::Complete => "complete",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
+/// Owns the request context from the first line of the pipeline to the last body byte.
+pub struct Finish {
+    pub app: Arc<AppState>,
+    pub cx: RequestCtx,
+    /// `None` until response headers exist; logged as 499 (client closed) if never set.
+    pub status: Option<http::StatusCode>,
+    pub outcome: Outcome,
+    pub ttfb: Option<Duration>,
+    pub bytes: u64,
+}
+
+impl Finish {
+    pub fn new(app: Arc<AppState>, cx: RequestCtx) -> Finish {
+        app.metrics.in_flight.inc();
+        Finish { app, cx, status: None, outcome: Outcome::Pending, ttfb: None, bytes: 0 }
+    }
+
+    /// warden's own time so far: elapsed minus the wait for upstream headers.
+    pub fn overhead(&self) -> Duration {
+        self.cx.start.elapsed().saturating_sub(self.cx.upstream_wait)
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let m = &self.app.metrics;
+        m.in_flight.dec();
+        let cx = &self.cx;
+        let elapsed = cx.start.elapsed();
+        let status = self.status.as_ref().map_or("499", http::StatusCode::as_str);
+        let provider = cx.provider_name();
+        let endpoint = cx.endpoint_label();
+        m.requests
+            .with_label_values(&[endpoint, provider, cx.route_label.as_deref().unwrap_or("none"), cx.key_name(), cx.team(), status])
+            .inc();
+        m.duration.with_label_values(&[endpoint, provider]).observe(elapsed.as_secs_f64());
+        if cx.stream {
+            if let Some(t) = self.ttfb {
+                m.ttfb.with_label_values(&[endpoint, provider]).observe(t.as_secs_f64());
+            }
+        }
+        let outcome = if self.status.is_none() { Outcome::ClientClosed } else { self.outcome };
+        tracing::info!(
+            target: "warden::access",
+            request_id = %cx.id,
+            method = %cx.method,
+            endpoint,
+            status,
+            outcome = outcome.label(),
+            provider,
+            route = cx.route_label.as_deref().unwrap_or("-"),
+            key = cx.key_name(),
+            team = cx.team(),
+            stream = cx.stream,
+            duration_ms = ms(elapsed),
+            upstream_ms = ms(cx.upstream_wait),
+            ttfb_ms = self.ttfb.map_or(-1.0, ms),
+            bytes = self.bytes,
+            error = cx.error_kind.unwrap_or("-"),
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}

@@ -1,0 +1,60 @@
+//! Routing stage: the request's model (or alias) → a configured provider that speaks the
+//! caller's API. The upstream host always comes from the config, never from the request,
+//! so warden cannot be used as an open relay.
+
+use std::sync::Arc;
+
+use crate::config::{Provider, Snapshot, VirtualKey};
+use crate::error::ProxyError;
+use crate::provider::{ApiFamily, ModelInfo};
+
+pub struct Routed {
+    pub provider: Arc<Provider>,
+    /// Set when the upstream must receive another model name than the client sent (alias).
+    pub rewrite_model: Option<String>,
+    pub label: String,
+}
+
+pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Result<Routed, ProxyError> {
+    let Some(model) = model else {
+        return snap
+            .default_provider(family)
+            .map(|p| Routed { provider: p.clone(), rewrite_model: None, label: "default".into() })
+            .ok_or_else(|| ProxyError::ModelNotFound(format!("no enabled provider serves the {} API", family.label())));
+    };
+    let Some(m) = snap.route(model) else {
+        return Err(ProxyError::ModelNotFound(format!(
+            "The model `{model}` does not exist or is not routed by warden"
+        )));
+    };
+    if let Some(reason) = &m.provider.disabled {
+        return Err(ProxyError::ModelNotFound(format!("The model `{model}` is not available: {reason}")));
+    }
+    if !m.provider.speaks(family) {
+        return Err(ProxyError::BadRequest(format!(
+            "model `{model}` is served by provider `{}`, which does not speak the {} API",
+            m.provider.name,
+            family.label()
+        )));
+    }
+    Ok(Routed {
+        provider: m.provider.clone(),
+        rewrite_model: (m.upstream_model != model).then(|| m.upstream_model.to_string()),
+        label: m.label.to_string(),
+    })
+}
+
+/// The models `GET /v1/models` shows this key: those routed to providers it may use.
+pub fn visible_models(snap: &Snapshot, key: Option<&VirtualKey>) -> Vec<ModelInfo> {
+    snap.models
+        .iter()
+        .filter(|m| {
+            let Some(r) = snap.route(&m.id) else { return false };
+            let allowed = key.and_then(|k| k.providers.as_ref()).is_none_or(|list| {
+                list.iter().any(|&i| snap.providers.get(i).is_some_and(|p| Arc::ptr_eq(p, r.provider)))
+            });
+            allowed && r.provider.disabled.is_none()
+        })
+        .cloned()
+        .collect()
+}

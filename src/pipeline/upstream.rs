@@ -1,0 +1,142 @@
+//! Upstream stage: builds the upstream request from the config's base URL and the client's
+//! path, swaps the credential, and waits for the response headers within the provider's
+//! first-byte timeout. The in-process mock is called directly, without a socket.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::auth::UpstreamCredential;
+use crate::config::{Provider, Transport};
+use crate::error::ProxyError;
+use crate::http::body::{Body, BodyError};
+use crate::http::headers::sanitize_request;
+use crate::provider::{apply_credential, ApiFamily};
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A pooled HTTP/1.1 + HTTP/2 (by ALPN) client with rustls (ring) and webpki roots; plain
+/// http is allowed for local providers (vLLM, Ollama, the mock server).
+pub fn build_client(connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_provider_and_webpki_roots(rustls::crypto::ring::default_provider()) {
+        Ok(b) => b,
+        // ring supports rustls' safe default protocol versions, so this cannot fail; fall
+        // back to the process default provider rather than panic.
+        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+    };
+    let connector = builder.https_or_http().enable_all_versions().wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// What the upstream call needs from the client request.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    pub uri: &'a Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub family: ApiFamily,
+}
+
+/// Sends the request and returns the upstream's response (any status: upstream errors pass
+/// through unchanged) and the time spent waiting for its headers.
+pub async fn send(
+    provider: &Provider,
+    credential: UpstreamCredential<'_>,
+    out: Outgoing<'_>,
+) -> Result<(Response<Body>, Duration), ProxyError> {
+    let Outgoing { method, uri, mut headers, body, family } = out;
+    sanitize_request(&mut headers);
+    // Upstream bodies stay uncompressed so that response-side stages can read them.
+    headers.remove(http::header::ACCEPT_ENCODING);
+    family.dialect().fill_required_headers(&mut headers);
+    let started = Instant::now();
+    let timeout = provider.timeouts.first_byte;
+    let timed_out = || ProxyError::UpstreamTimeout { provider: provider.name.clone(), phase: "waiting for response headers" };
+    match &provider.transport {
+        Transport::Mock(mock) => {
+            let fut = mock.respond(&method, uri.path(), &headers, body);
+            let resp = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())?;
+            Ok((resp, started.elapsed()))
+        }
+        Transport::Http { base, client } => {
+            match &credential {
+                UpstreamCredential::Provider(s) => apply_credential(&mut headers, s, provider.auth),
+                UpstreamCredential::Client(s) => apply_credential(&mut headers, s, provider.auth),
+                UpstreamCredential::None => {}
+            }
+            let target = upstream_uri(base, uri, provider.base_includes_version)?;
+            let mut req = Request::new(Full::new(body));
+            *req.method_mut() = method;
+            *req.uri_mut() = target;
+            *req.headers_mut() = headers;
+            let resp = tokio::time::timeout(timeout, client.request(req))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) })?;
+            Ok((resp.map(|b| b.map_err(BodyError::new).boxed_unsync()), started.elapsed()))
+        }
+    }
+}
+
+/// base `https://api.openai.com/v1` + `/v1/chat/completions?x=1` →
+/// `https://api.openai.com/v1/chat/completions?x=1`. The host is always the base's.
+fn upstream_uri(base: &Uri, client: &Uri, base_includes_version: bool) -> Result<Uri, ProxyError> {
+    let path = client.path();
+    let suffix = match (base_includes_version, path.strip_prefix("/v1")) {
+        (true, Some(rest)) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => path,
+    };
+    let mut pq = String::with_capacity(base.path().len() + path.len() + 32);
+    pq.push_str(base.path().trim_end_matches('/'));
+    pq.push_str(suffix);
+    if let Some(q) = client.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadTarget("the path cannot be forwarded"))?);
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadTarget("the path cannot be forwarded"))
+}
+
+/// The error and its causes, for connect failures ("connection refused" sits two levels deep).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_base_and_client_path_per_convention() {
+        let openai: Uri = "https://api.openai.com/v1".parse().unwrap();
+        let c: Uri = "/v1/chat/completions?a=1".parse().unwrap();
+        assert_eq!(upstream_uri(&openai, &c, true).unwrap().to_string(), "https://api.openai.com/v1/chat/completions?a=1");
+        let anthropic: Uri = "https://api.anthropic.com".parse().unwrap();
+        let m: Uri = "/v1/messages".parse().unwrap();
+        assert_eq!(upstream_uri(&anthropic, &m, false).unwrap().to_string(), "https://api.anthropic.com/v1/messages");
+        let azure: Uri = "https://x.openai.azure.com/openai/v1".parse().unwrap();
+        assert_eq!(upstream_uri(&azure, &c, true).unwrap().to_string(), "https://x.openai.azure.com/openai/v1/chat/completions?a=1");
+    }
+}

@@ -1,0 +1,74 @@
+//! The OpenAI API dialect: `{"error":{message,type,param,code}}` errors and the model list.
+//! Also used for every OpenAI-compatible upstream (Azure, vLLM, Ollama, OpenRouter).
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::{json_str, ApiFamily, AuthStyle, Dialect, ModelInfo};
+use crate::error::ErrorClass;
+
+pub struct OpenAi;
+
+impl OpenAi {
+    fn error_type(class: ErrorClass) -> &'static str {
+        match class {
+            ErrorClass::InvalidRequest | ErrorClass::NotFound | ErrorClass::TooLarge => {
+                "invalid_request_error"
+            }
+            ErrorClass::Authentication => "invalid_request_error",
+            ErrorClass::Permission => "permission_error",
+            ErrorClass::RateLimit => "rate_limit_error",
+            ErrorClass::Upstream | ErrorClass::Internal | ErrorClass::Unavailable => "server_error",
+            ErrorClass::Timeout => "timeout",
+        }
+    }
+}
+
+impl Dialect for OpenAi {
+    fn family(&self) -> ApiFamily {
+        ApiFamily::OpenAi
+    }
+
+    fn error_body(&self, class: ErrorClass, code: Option<&str>, message: &str) -> Bytes {
+        let code = code.map_or_else(|| "null".to_string(), json_str);
+        Bytes::from(format!(
+            r#"{{"error":{{"message":{},"type":"{}","param":null,"code":{}}}}}"#,
+            json_str(message),
+            Self::error_type(class),
+            code
+        ))
+    }
+
+    fn models_body(&self, models: &[ModelInfo]) -> Bytes {
+        let data: Vec<serde_json::Value> = models
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id, "object": "model", "created": 1_700_000_000, "owned_by": m.owned_by
+                })
+            })
+            .collect();
+        Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+    }
+
+    fn default_auth(&self) -> AuthStyle {
+        AuthStyle::Bearer
+    }
+
+    fn fill_required_headers(&self, _headers: &mut HeaderMap) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_openai_shape() {
+        let body = OpenAi.error_body(ErrorClass::Authentication, Some("invalid_api_key"), "bad \"key\"");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["error"]["message"], "bad \"key\"");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert!(v["error"]["param"].is_null());
+    }
+}

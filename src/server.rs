@@ -1,0 +1,258 @@
+//! Listeners and connection lifecycle: the API and admin listeners (and `warden mock`),
+//! optional TLS with ALPN, HTTP/1.1 and HTTP/2 (h2c by prior knowledge, h2 by ALPN),
+//! header-size and header-time limits, and graceful drain. No policy knowledge here.
+//!
+//! Shutdown phases: 1. stop accepting on every listener, 2. mark not-ready (`/readyz` 503),
+//! 3. ask every connection to close after its in-flight requests (HTTP/1 stops keep-alive,
+//! HTTP/2 sends GOAWAY), 4. wait for them up to the drain deadline, then drop the rest.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::compile::TlsFiles;
+use crate::http::body::Body;
+use crate::pipeline::ctx::ConnInfo;
+use crate::provider::mock::Mock;
+use crate::state::AppState;
+
+/// Connection-level limits, shared by all listeners of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// A running warden: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Shuts down gracefully and waits until every connection has finished or the drain
+    /// deadline has passed.
+    pub async fn shutdown(self) {
+        self.begin_shutdown();
+        let _ = self.done.await;
+    }
+
+    /// Waits until the server has stopped (after [`Running::begin_shutdown`]).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// Binds both listeners from the snapshot's settings and starts serving.
+pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
+    let settings = app.snapshot.load().settings.clone();
+    let limits = ConnLimits {
+        max_header_bytes: settings.max_header_bytes,
+        header_read_timeout: settings.header_read_timeout,
+    };
+    let api = TcpListener::bind(settings.api_listen).await?;
+    let admin = TcpListener::bind(settings.admin_listen).await?;
+    let api_tls = settings.api_tls.as_ref().map(tls_acceptor).transpose()?;
+    let admin_tls = settings.admin_tls.as_ref().map(tls_acceptor).transpose()?;
+    let api_addr = api.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let (stop, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+
+    let api_app = app.clone();
+    let api_loop = accept_loop(api, api_tls, limits, graceful.clone(), stop_rx.clone(), move |conn, req| {
+        crate::pipeline::handle(api_app.clone(), conn, req)
+    });
+    let admin_app = app.clone();
+    let admin_loop = accept_loop(admin, admin_tls, limits, graceful.clone(), stop_rx, move |_conn, req| {
+        crate::admin::handle(admin_app.clone(), req)
+    });
+    let drain_app = app.clone();
+    let drain = settings.drain_timeout;
+    #[expect(clippy::disallowed_methods, reason = "the server's supervisor task; it ends after the drain")]
+    let done = tokio::spawn(async move {
+        tokio::join!(api_loop, admin_loop);
+        drain_app.draining.store(true, Ordering::SeqCst);
+        drain_connections(graceful, drain).await;
+    });
+    tracing::info!(target: "warden", "listening on api={api_addr} admin={admin_addr}");
+    Ok(Running { api_addr, admin_addr, app, stop, done })
+}
+
+async fn drain_connections(graceful: Arc<GracefulShutdown>, deadline: Duration) {
+    match Arc::try_unwrap(graceful) {
+        Ok(g) => {
+            if tokio::time::timeout(deadline, g.shutdown()).await.is_err() {
+                tracing::warn!(target: "warden", "drain deadline of {deadline:?} passed; closing remaining connections");
+            }
+        }
+        // Unreachable once both accept loops have returned; nothing left to drain then.
+        Err(_) => tracing::warn!(target: "warden", "drain skipped: listeners still referenced"),
+    }
+}
+
+/// Serves `warden mock` on `listener` until `stop` turns true.
+pub async fn serve_mock(listener: TcpListener, mock: Mock, limits: ConnLimits, stop: watch::Receiver<bool>) {
+    let mock = Arc::new(mock);
+    let graceful = Arc::new(GracefulShutdown::new());
+    accept_loop(listener, None, limits, graceful.clone(), stop, move |_conn, req: Request<Incoming>| {
+        let mock = mock.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            mock.respond(&parts.method, parts.uri.path(), &parts.headers, body).await
+        }
+    })
+    .await;
+    drain_connections(graceful, Duration::from_secs(5)).await;
+}
+
+fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    b
+}
+
+/// Accepts connections until `stop` turns true, serving each on its own task.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ConnLimits,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = builder(limits);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(target: "warden", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo { peer };
+        let task = serve_conn(stream, conn, tls.clone(), builder.clone(), graceful.watcher(), limits, handler.clone());
+        #[expect(clippy::disallowed_methods, reason = "one task per connection; it ends with the connection or the drain")]
+        tokio::spawn(task);
+    }
+}
+
+/// Serves one accepted connection: TLS handshake (bounded by the header timeout), then
+/// HTTP/1.1 or HTTP/2, watched for graceful shutdown.
+async fn serve_conn<F, Fut>(
+    stream: tokio::net::TcpStream,
+    conn: ConnInfo,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnLimits,
+    handler: F,
+) where
+    F: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    // Until the first request has started, a silent or trickling client is cut off after
+    // the header timeout (hyper's own timer only starts once HTTP/1 has been chosen).
+    let started = Arc::new(AtomicBool::new(false));
+    let seen = started.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        let fut = handler(conn, req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let timeout = limits.header_read_timeout;
+    match tls {
+        Some(acceptor) => {
+            let Ok(Ok(tls_stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else { return };
+            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+            guard_first_request(watcher.watch(conn), &started, timeout).await;
+        }
+        None => {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            guard_first_request(watcher.watch(conn), &started, timeout).await;
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A closed channel (sender dropped) also means stop.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn guard_first_request<C: Future>(conn: C, started: &AtomicBool, timeout: Duration) {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => return,
+        () = tokio::time::sleep(timeout) => {}
+    }
+    if started.load(Ordering::Relaxed) {
+        let _ = conn.await;
+    }
+}
+
+/// A rustls acceptor (ring provider) offering h2 and http/1.1 by ALPN.
+fn tls_acceptor(files: &TlsFiles) -> io::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what} {}: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| bad("cannot read certificate", &files.cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("invalid certificate", &files.cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad("cannot read private key", &files.key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::other(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("certificate and key do not form a valid pair", &files.cert, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Loads and checks TLS files without serving (for `warden check`).
+pub fn check_tls(files: &TlsFiles) -> io::Result<()> {
+    tls_acceptor(files).map(|_| ())
+}
