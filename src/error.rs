@@ -35,10 +35,7 @@ pub enum ProxyError {
     #[error("upstream provider `{provider}` could not be reached: {reason}")]
     UpstreamConnect { provider: String, reason: String },
     #[error("upstream provider `{provider}` timed out ({phase})")]
-    UpstreamTimeout {
-        provider: String,
-        phase: &'static str,
-    },
+    UpstreamTimeout { provider: String, phase: &'static str },
     #[error("warden is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -140,9 +137,7 @@ impl ProxyError {
     /// becomes an HTTP response.
     pub fn into_response(self, family: ApiFamily) -> Response<Body> {
         let status = self.status();
-        let body = family
-            .dialect()
-            .error_body(self.class(), self.code(), &self.to_string());
+        let body = family.dialect().error_body(self.class(), self.code(), &self.to_string());
         error_response(status, body)
     }
 }
@@ -151,10 +146,7 @@ impl ProxyError {
 pub fn error_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -171,15 +163,9 @@ mod tests {
 
     #[test]
     fn timeouts_map_to_504_and_connect_failures_to_502() {
-        let t = ProxyError::UpstreamTimeout {
-            provider: "p".into(),
-            phase: "first byte",
-        };
+        let t = ProxyError::UpstreamTimeout { provider: "p".into(), phase: "first byte" };
         assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
-        let c = ProxyError::UpstreamConnect {
-            provider: "p".into(),
-            reason: "refused".into(),
-        };
+        let c = ProxyError::UpstreamConnect { provider: "p".into(), reason: "refused".into() };
         assert_eq!(c.status(), StatusCode::BAD_GATEWAY);
     }
 }

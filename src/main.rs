@@ -88,7 +88,8 @@ fn check(path: &std::path::Path) -> ExitCode {
             }
             let disabled: Vec<&str> = snap.providers.iter().filter_map(|p| p.disabled.as_deref()).collect();
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}: ok ({} providers, {} keys)", path.display(), snap.providers.len(), snap.key_count());
+            let _ =
+                writeln!(out, "{}: ok ({} providers, {} keys)", path.display(), snap.providers.len(), snap.key_count());
             for d in disabled {
                 let _ = writeln!(out, "note: {d}");
             }
@@ -130,7 +131,8 @@ fn mock(listen: SocketAddr) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         tracing::info!(target: "warden", "listening on mock={}", listener.local_addr()?);
         let (tx, rx) = watch::channel(false);
-        let limits = warden::server::ConnLimits { max_header_bytes: 64 << 10, header_read_timeout: Duration::from_secs(10) };
+        let limits =
+            warden::server::ConnLimits { max_header_bytes: 64 << 10, header_read_timeout: Duration::from_secs(10) };
         let server = warden::server::serve_mock(listener, warden::provider::mock::Mock::new(), limits, rx);
         tokio::pin!(server);
         tokio::select! {

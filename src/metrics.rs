@@ -3,8 +3,8 @@
 //! code, error kind), never from raw request fields, so clients cannot grow the series count.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -39,7 +39,10 @@ impl Metrics {
         let registry = Registry::new();
         let latency = || exponential_buckets(0.001, 2.0, 16);
         let requests = must(IntCounterVec::new(
-            Opts::new("warden_requests_total", "Requests handled, by endpoint, provider, model route, key, team and status."),
+            Opts::new(
+                "warden_requests_total",
+                "Requests handled, by endpoint, provider, model route, key, team and status.",
+            ),
             &["endpoint", "provider", "model", "key", "team", "status"],
         ));
         let duration = must(HistogramVec::new(
@@ -48,8 +51,11 @@ impl Metrics {
             &["endpoint", "provider"],
         ));
         let upstream_duration = must(HistogramVec::new(
-            HistogramOpts::new("warden_upstream_duration_seconds", "Time from sending upstream to its response headers.")
-                .buckets(must(latency())),
+            HistogramOpts::new(
+                "warden_upstream_duration_seconds",
+                "Time from sending upstream to its response headers.",
+            )
+            .buckets(must(latency())),
             &["provider"],
         ));
         let ttfb = must(HistogramVec::new(
@@ -59,8 +65,11 @@ impl Metrics {
         ));
         let in_flight = must(IntGauge::new("warden_in_flight_requests", "Requests currently in progress."));
         let overhead = must(Histogram::with_opts(
-            HistogramOpts::new("warden_overhead_seconds", "warden's own time per request: total to response headers minus upstream wait.")
-                .buckets(must(exponential_buckets(0.000_025, 2.0, 14))),
+            HistogramOpts::new(
+                "warden_overhead_seconds",
+                "warden's own time per request: total to response headers minus upstream wait.",
+            )
+            .buckets(must(exponential_buckets(0.000_025, 2.0, 14))),
         ));
         let errors = must(IntCounterVec::new(
             Opts::new("warden_errors_total", "Requests refused or failed by warden itself, by error kind."),

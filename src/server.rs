@@ -68,10 +68,8 @@ impl Running {
 /// Binds both listeners from the snapshot's settings and starts serving.
 pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let settings = app.snapshot.load().settings.clone();
-    let limits = ConnLimits {
-        max_header_bytes: settings.max_header_bytes,
-        header_read_timeout: settings.header_read_timeout,
-    };
+    let limits =
+        ConnLimits { max_header_bytes: settings.max_header_bytes, header_read_timeout: settings.header_read_timeout };
     let api = TcpListener::bind(settings.api_listen).await?;
     let admin = TcpListener::bind(settings.admin_listen).await?;
     let api_tls = settings.api_tls.as_ref().map(tls_acceptor).transpose()?;
@@ -172,7 +170,10 @@ async fn accept_loop<F, Fut>(
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo { peer };
         let task = serve_conn(stream, conn, tls.clone(), builder.clone(), graceful.watcher(), limits, handler.clone());
-        #[expect(clippy::disallowed_methods, reason = "one task per connection; it ends with the connection or the drain")]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "one task per connection; it ends with the connection or the drain"
+        )]
         tokio::spawn(task);
     }
 }

@@ -52,7 +52,7 @@ pub struct Timeouts {
 #[derive(Clone)]
 pub enum Transport {
     /// Over HTTP(S) through a pooled client of its own (so connect timeouts are per provider).
-    Http { base: Uri, client: HttpClient },
+    Http { base: Uri, client: Box<HttpClient> },
     /// The in-process mock: no socket at all.
     Mock(Mock),
 }
@@ -449,7 +449,7 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         base_includes_version: p.kind == ProviderKind::Openai,
         timeouts,
         disabled,
-        transport: Transport::Http { base, client: build_client(timeouts.connect) },
+        transport: Transport::Http { base, client: Box::new(build_client(timeouts.connect)) },
     })
 }
 
@@ -531,7 +531,8 @@ mod tests {
             "{BASE}  - name: other\n    kind: mock\nroutes:\n  - model: mock-*\n    provider: mock\n  - model: mock-1\n    provider: other\naliases:\n  fast: mock-1\n"
         );
         let snap = compile_text(&text).map_err(|d| d[0].to_string()).unwrap();
-        let r = snap.route("fast").map(|r| (r.provider.name.clone(), r.upstream_model.to_string(), r.label.to_string()));
+        let r =
+            snap.route("fast").map(|r| (r.provider.name.clone(), r.upstream_model.to_string(), r.label.to_string()));
         assert_eq!(r, Some(("mock".into(), "mock-1".into(), "fast".into())));
         assert!(snap.route("gpt-4o").is_none());
     }

@@ -16,13 +16,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn at(file: &str, loc: Location, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: file.to_string(),
-            line: loc.line(),
-            col: loc.column(),
-            message: message.into(),
-            hint: None,
-        }
+        Diagnostic { file: file.to_string(), line: loc.line(), col: loc.column(), message: message.into(), hint: None }
     }
 
     pub fn with_hint(mut self, hint: Option<String>) -> Diagnostic {
@@ -66,8 +60,9 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
 fn unknown_field_hint(message: &str) -> Option<String> {
     let rest = message.split("unknown field `").nth(1)?;
     let (field, rest) = rest.split_once('`')?;
-    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    did_you_mean(field, expected.iter().copied()).map(|s| format!("did you mean `{s}`?"))
+    let list = rest.split_once("expected one of ").or_else(|| rest.split_once("expected "))?.1;
+    let expected = list.split(',').map(|s| s.trim().trim_matches('`'));
+    did_you_mean(field, expected).map(|s| format!("did you mean `{s}`?"))
 }
 
 /// The candidate closest to `input` by edit distance, when it is close enough to be a typo.
@@ -75,7 +70,7 @@ pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a st
     candidates
         .into_iter()
         .map(|c| (levenshtein(input, c), c))
-        .filter(|(d, c)| *d <= (c.len().max(input.len()) / 3).max(1))
+        .filter(|(d, c)| *d <= c.len().max(input.len()).div_ceil(3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }

@@ -3,8 +3,8 @@
 //! immutable [`Snapshot`].
 
 pub mod compile;
-pub mod glob;
 pub mod diag;
+pub mod glob;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -169,10 +169,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}`: expected e.g. 250ms, 5s, 2m"))?;
+    let value: f64 = num.trim().parse().map_err(|_| format!("invalid duration `{s}`: expected e.g. 250ms, 5s, 2m"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -180,7 +177,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("invalid duration `{s}`: unit must be ms, s, m or h")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 7.0 * 86400.0 {
+    if !secs.is_finite() || !(0.0..=7.0 * 86400.0).contains(&secs) {
         return Err(format!("invalid duration `{s}`: must be between 0 and 7 days"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -41,21 +41,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// headers never leave warden.
 pub fn sanitize_request(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    for name in [
-        header::HOST,
-        header::CONTENT_LENGTH,
-        header::AUTHORIZATION,
-        X_API_KEY,
-        API_KEY,
-        header::COOKIE,
-    ] {
+    for name in [header::HOST, header::CONTENT_LENGTH, header::AUTHORIZATION, X_API_KEY, API_KEY, header::COOKIE] {
         headers.remove(name);
     }
-    let internal: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-warden-"))
-        .cloned()
-        .collect();
+    let internal: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-warden-")).cloned().collect();
     for name in internal {
         headers.remove(name);
     }

@@ -26,8 +26,12 @@ const INVALID: &str = "invalid API key: warden does not know this key";
 fn credential(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v);
-        return Some(token.trim()).filter(|t| !t.is_empty());
+        let token = match v.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            None if v.eq_ignore_ascii_case("bearer") => "",
+            _ => v,
+        };
+        return Some(token).filter(|t| !t.is_empty());
     }
     [X_API_KEY, API_KEY]
         .iter()

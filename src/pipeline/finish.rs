@@ -64,7 +64,14 @@ impl Drop for Finish {
         let provider = cx.provider_name();
         let endpoint = cx.endpoint_label();
         m.requests
-            .with_label_values(&[endpoint, provider, cx.route_label.as_deref().unwrap_or("none"), cx.key_name(), cx.team(), status])
+            .with_label_values(&[
+                endpoint,
+                provider,
+                cx.route_label.as_deref().unwrap_or("none"),
+                cx.key_name(),
+                cx.team(),
+                status,
+            ])
             .inc();
         m.duration.with_label_values(&[endpoint, provider]).observe(elapsed.as_secs_f64());
         if cx.stream {

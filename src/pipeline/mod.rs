@@ -47,7 +47,7 @@ where
     let family = ApiFamily::detect(req.uri().path(), req.headers());
     let cx = RequestCtx::begin(app.snapshot.load_full(), conn, req.method().clone(), family);
     let mut fin = Finish::new(app, cx);
-    match run(&mut fin.cx, req).await {
+    match run(&fin.app, &mut fin.cx, req).await {
         Ok((resp, timeouts)) => respond::wrap(fin, resp, timeouts),
         Err(e) => {
             fin.cx.error_kind = Some(e.kind());
@@ -58,7 +58,11 @@ where
     }
 }
 
-async fn run<B>(cx: &mut RequestCtx, req: Request<B>) -> Result<(Response<Body>, Option<BodyTimeouts>), ProxyError>
+async fn run<B>(
+    app: &AppState,
+    cx: &mut RequestCtx,
+    req: Request<B>,
+) -> Result<(Response<Body>, Option<BodyTimeouts>), ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<crate::http::body::BoxError>,
@@ -87,11 +91,8 @@ where
     }
 
     let (parts, body) = req.into_parts();
-    let content_length = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let content_length =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let mut body = read_limited(body, content_length, snap.settings.max_body_bytes).await?;
     let view = parse::view(endpoint, &parts.method, &body)?;
     cx.stream = view.stream;
@@ -107,9 +108,11 @@ where
     }
 
     let provider = &routed.provider;
-    let out = upstream::Outgoing { method: parts.method, uri: &parts.uri, headers: parts.headers, body, family: cx.family };
+    let out =
+        upstream::Outgoing { method: parts.method, uri: &parts.uri, headers: parts.headers, body, family: cx.family };
     let (resp, waited) = upstream::send(provider, credential, out).await?;
     cx.upstream_wait = waited;
+    app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
     let timeouts = BodyTimeouts {
         between_chunks: provider.timeouts.between_chunks,
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
@@ -119,8 +122,8 @@ where
 
 /// Replaces `model` for an alias. The only case in which warden re-serialises a body.
 fn rewrite_model(body: &[u8], model: &str) -> Result<bytes::Bytes, ProxyError> {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let mut v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("model".into(), serde_json::Value::String(model.to_string()));
     }

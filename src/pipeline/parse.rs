@@ -130,9 +130,18 @@ mod tests {
 
     #[test]
     fn names_the_field_with_the_wrong_type() {
-        assert_eq!(err(Endpoint::ChatCompletions, r#"{"model":5,"messages":[]}"#), "`model` must be a string, got a number");
-        assert_eq!(err(Endpoint::ChatCompletions, r#"{"model":"m","messages":{}}"#), "`messages` must be an array, got an object");
-        assert_eq!(err(Endpoint::ChatCompletions, r#"{"model":"m","messages":[],"stream":"yes"}"#), "`stream` must be a boolean, got a string");
+        assert_eq!(
+            err(Endpoint::ChatCompletions, r#"{"model":5,"messages":[]}"#),
+            "`model` must be a string, got a number"
+        );
+        assert_eq!(
+            err(Endpoint::ChatCompletions, r#"{"model":"m","messages":{}}"#),
+            "`messages` must be an array, got an object"
+        );
+        assert_eq!(
+            err(Endpoint::ChatCompletions, r#"{"model":"m","messages":[],"stream":"yes"}"#),
+            "`stream` must be a boolean, got a string"
+        );
         assert_eq!(err(Endpoint::Messages, r#"{"messages":[]}"#), "`model` is required");
         assert_eq!(err(Endpoint::Embeddings, r#"[1,2]"#), "the request body must be a JSON object");
         assert!(err(Endpoint::Embeddings, r#"{"model": "#).starts_with("the request body is not valid JSON"));
@@ -141,7 +150,9 @@ mod tests {
 
     #[test]
     fn reads_model_with_escapes_and_stream() {
-        let v = view(Endpoint::ChatCompletions, &Method::POST, br#"{"model":"gpt-\u0034o","stream":true,"messages":[]}"#).unwrap();
+        let v =
+            view(Endpoint::ChatCompletions, &Method::POST, br#"{"model":"gpt-\u0034o","stream":true,"messages":[]}"#)
+                .unwrap();
         assert_eq!(v.model.as_deref(), Some("gpt-4o"));
         assert!(v.stream);
     }

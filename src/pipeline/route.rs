@@ -20,7 +20,9 @@ pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Resul
         return snap
             .default_provider(family)
             .map(|p| Routed { provider: p.clone(), rewrite_model: None, label: "default".into() })
-            .ok_or_else(|| ProxyError::ModelNotFound(format!("no enabled provider serves the {} API", family.label())));
+            .ok_or_else(|| {
+                ProxyError::ModelNotFound(format!("no enabled provider serves the {} API", family.label()))
+            });
     };
     let Some(m) = snap.route(model) else {
         return Err(ProxyError::ModelNotFound(format!(

@@ -65,7 +65,8 @@ pub async fn send(
     family.dialect().fill_required_headers(&mut headers);
     let started = Instant::now();
     let timeout = provider.timeouts.first_byte;
-    let timed_out = || ProxyError::UpstreamTimeout { provider: provider.name.clone(), phase: "waiting for response headers" };
+    let timed_out =
+        || ProxyError::UpstreamTimeout { provider: provider.name.clone(), phase: "waiting for response headers" };
     match &provider.transport {
         Transport::Mock(mock) => {
             let fut = mock.respond(&method, uri.path(), &headers, body);
@@ -83,10 +84,10 @@ pub async fn send(
             *req.method_mut() = method;
             *req.uri_mut() = target;
             *req.headers_mut() = headers;
-            let resp = tokio::time::timeout(timeout, client.request(req))
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) })?;
+            let resp =
+                tokio::time::timeout(timeout, client.request(req)).await.map_err(|_| timed_out())?.map_err(|e| {
+                    ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) }
+                })?;
             Ok((resp.map(|b| b.map_err(BodyError::new).boxed_unsync()), started.elapsed()))
         }
     }
@@ -132,11 +133,17 @@ mod tests {
     fn joins_base_and_client_path_per_convention() {
         let openai: Uri = "https://api.openai.com/v1".parse().unwrap();
         let c: Uri = "/v1/chat/completions?a=1".parse().unwrap();
-        assert_eq!(upstream_uri(&openai, &c, true).unwrap().to_string(), "https://api.openai.com/v1/chat/completions?a=1");
+        assert_eq!(
+            upstream_uri(&openai, &c, true).unwrap().to_string(),
+            "https://api.openai.com/v1/chat/completions?a=1"
+        );
         let anthropic: Uri = "https://api.anthropic.com".parse().unwrap();
         let m: Uri = "/v1/messages".parse().unwrap();
         assert_eq!(upstream_uri(&anthropic, &m, false).unwrap().to_string(), "https://api.anthropic.com/v1/messages");
         let azure: Uri = "https://x.openai.azure.com/openai/v1".parse().unwrap();
-        assert_eq!(upstream_uri(&azure, &c, true).unwrap().to_string(), "https://x.openai.azure.com/openai/v1/chat/completions?a=1");
+        assert_eq!(
+            upstream_uri(&azure, &c, true).unwrap().to_string(),
+            "https://x.openai.azure.com/openai/v1/chat/completions?a=1"
+        );
     }
 }

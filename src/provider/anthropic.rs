@@ -54,8 +54,7 @@ impl Dialect for Anthropic {
         let first = models.first().map(|m| m.id.clone());
         let last = models.last().map(|m| m.id.clone());
         Bytes::from(
-            serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
-                .to_string(),
+            serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last}).to_string(),
         )
     }
 
@@ -77,9 +76,6 @@ mod tests {
     #[test]
     fn error_body_has_anthropic_shape() {
         let body = Anthropic.error_body(ErrorClass::TooLarge, None, "too big");
-        assert_eq!(
-            &body[..],
-            br#"{"type":"error","error":{"type":"request_too_large","message":"too big"}}"#
-        );
+        assert_eq!(&body[..], br#"{"type":"error","error":{"type":"request_too_large","message":"too big"}}"#);
     }
 }

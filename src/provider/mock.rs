@@ -29,9 +29,29 @@ use crate::http::body::{Body, BodyError};
 pub const MOCK_MODEL: &str = "mock-1";
 
 const WORDS: &[&str] = &[
-    "Hello", "from", "the", "warden", "mock", "provider.", "This", "reply", "is",
-    "deterministic,", "so", "tests", "can", "assert", "on", "every", "byte", "it", "sends",
-    "back", "to", "the", "client.",
+    "Hello",
+    "from",
+    "the",
+    "warden",
+    "mock",
+    "provider.",
+    "This",
+    "reply",
+    "is",
+    "deterministic,",
+    "so",
+    "tests",
+    "can",
+    "assert",
+    "on",
+    "every",
+    "byte",
+    "it",
+    "sends",
+    "back",
+    "to",
+    "the",
+    "client.",
 ];
 
 /// Counters a test can read to see what the mock observed, e.g. that a client disconnect
@@ -42,9 +62,9 @@ pub struct MockStats {
     pub streams_started: AtomicU64,
     pub streams_completed: AtomicU64,
     pub streams_cancelled: AtomicU64,
-    /// The last `authorization`/`x-api-key` value seen, so tests can check what credential
+    /// The last request headers seen, so tests can check what credential and which headers
     /// reached the upstream.
-    pub last_credential: std::sync::Mutex<Option<String>>,
+    pub last_headers: std::sync::Mutex<Option<HeaderMap>>,
     /// The last request body received.
     pub last_body: std::sync::Mutex<Option<Bytes>>,
 }
@@ -138,21 +158,19 @@ fn build_reply(d: &Directives, body: &[u8]) -> Reply {
             (0..n)
                 .map(|i| {
                     let w = WORDS[i % WORDS.len()];
-                    if i + 1 < n { format!("{w} ") } else { w.to_string() }
+                    if i + 1 < n {
+                        format!("{w} ")
+                    } else {
+                        w.to_string()
+                    }
                 })
                 .collect()
         }
     };
-    let tool = d.tool.clone().map(|name| {
-        (name, d.tool_args.clone().unwrap_or_else(|| r#"{"location":"Paris"}"#.to_string()))
-    });
+    let tool =
+        d.tool.clone().map(|name| (name, d.tool_args.clone().unwrap_or_else(|| r#"{"location":"Paris"}"#.to_string())));
     let completion_tokens = if tool.is_some() { 12 } else { words.len().max(1) as u64 };
-    Reply {
-        words,
-        tool,
-        prompt_tokens: (body.len() as u64 / 4).max(1),
-        completion_tokens,
-    }
+    Reply { words, tool, prompt_tokens: (body.len() as u64 / 4).max(1), completion_tokens }
 }
 
 fn split_keep_spaces(text: &str) -> Vec<String> {
@@ -179,13 +197,8 @@ impl Mock {
     pub async fn respond(&self, method: &Method, path: &str, headers: &HeaderMap, body: Bytes) -> Response<Body> {
         self.stats.requests.fetch_add(1, Ordering::SeqCst);
         if self.record {
-            let cred = headers
-                .get(http::header::AUTHORIZATION)
-                .or_else(|| headers.get("x-api-key"))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if let Ok(mut g) = self.stats.last_credential.lock() {
-                *g = cred;
+            if let Ok(mut g) = self.stats.last_headers.lock() {
+                *g = Some(headers.clone());
             }
             if let Ok(mut g) = self.stats.last_body.lock() {
                 *g = Some(body.clone());
@@ -220,7 +233,8 @@ impl Mock {
         match (endpoint, stream) {
             (Some(Endpoint::ChatCompletions), false) => json_response(shape.chat()),
             (Some(Endpoint::ChatCompletions), true) => {
-                let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+                let include_usage =
+                    req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
                 self.sse(shape.chat_events(include_usage), &d)
             }
             (Some(Endpoint::Completions), false) => json_response(shape.completion()),
@@ -329,7 +343,9 @@ impl Shape {
 
     fn chat(&self) -> Bytes {
         let (message, finish) = match self.tool_call_value() {
-            Some(tc) => (json!({"role": "assistant", "content": null, "tool_calls": [tc], "refusal": null}), "tool_calls"),
+            Some(tc) => {
+                (json!({"role": "assistant", "content": null, "tool_calls": [tc], "refusal": null}), "tool_calls")
+            }
             None => (json!({"role": "assistant", "content": self.reply.text(), "refusal": null}), "stop"),
         };
         Bytes::from(
@@ -474,15 +490,33 @@ impl Shape {
         };
         push("response.created", json!({"response": self.response_value("in_progress")}));
         push("response.in_progress", json!({"response": self.response_value("in_progress")}));
-        push("response.output_item.added", json!({"output_index": 0, "item": {"type": "message", "id": msg_id, "status": "in_progress", "role": "assistant", "content": []}}));
-        push("response.content_part.added", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+        push(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "message", "id": msg_id, "status": "in_progress", "role": "assistant", "content": []}}),
+        );
+        push(
+            "response.content_part.added",
+            json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        );
         for p in self.pieces() {
-            push("response.output_text.delta", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": p}));
+            push(
+                "response.output_text.delta",
+                json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": p}),
+            );
         }
         let text = self.reply.text();
-        push("response.output_text.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text}));
-        push("response.content_part.done", json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}));
-        push("response.output_item.done", json!({"output_index": 0, "item": {"type": "message", "id": msg_id, "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}}));
+        push(
+            "response.output_text.done",
+            json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "text": text}),
+        );
+        push(
+            "response.content_part.done",
+            json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}),
+        );
+        push(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": {"type": "message", "id": msg_id, "status": "completed", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}}),
+        );
         push("response.completed", json!({"response": self.response_value("completed")}));
         ev
     }
@@ -496,7 +530,10 @@ impl Shape {
         let (content, stop) = match &r.tool {
             Some((name, args)) => {
                 let input: Value = serde_json::from_str(args).unwrap_or(json!({}));
-                (json!([{"type": "tool_use", "id": format!("toolu_mock{:08}", self.id), "name": name, "input": input}]), "tool_use")
+                (
+                    json!([{"type": "tool_use", "id": format!("toolu_mock{:08}", self.id), "name": name, "input": input}]),
+                    "tool_use",
+                )
             }
             None => (json!([{"type": "text", "text": r.text()}]), "end_turn"),
         };
@@ -514,30 +551,40 @@ impl Shape {
         start["content"] = json!([]);
         start["stop_reason"] = Value::Null;
         start["usage"]["output_tokens"] = json!(1);
-        let mut ev = vec![
-            sse_event("message_start", &json!({"type": "message_start", "message": start})),
-        ];
+        let mut ev = vec![sse_event("message_start", &json!({"type": "message_start", "message": start}))];
         let stop = match &r.tool {
             Some((name, args)) => {
                 ev.push(sse_event("content_block_start", &json!({"type": "content_block_start", "index": 0,
                     "content_block": {"type": "tool_use", "id": format!("toolu_mock{:08}", self.id), "name": name, "input": {}}})));
-                ev.push(sse_event("content_block_delta", &json!({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": args}})));
+                ev.push(sse_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": args}}),
+                ));
                 "tool_use"
             }
             None => {
-                ev.push(sse_event("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+                ev.push(sse_event(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                ));
                 ev.push(sse_event("ping", &json!({"type": "ping"})));
                 for p in self.pieces() {
-                    ev.push(sse_event("content_block_delta", &json!({"type": "content_block_delta", "index": 0,
-                        "delta": {"type": "text_delta", "text": p}})));
+                    ev.push(sse_event(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": 0,
+                        "delta": {"type": "text_delta", "text": p}}),
+                    ));
                 }
                 "end_turn"
             }
         };
         ev.push(sse_event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
-        ev.push(sse_event("message_delta", &json!({"type": "message_delta",
-            "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": r.completion_tokens}})));
+        ev.push(sse_event(
+            "message_delta",
+            &json!({"type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": r.completion_tokens}}),
+        ));
         ev.push(sse_event("message_stop", &json!({"type": "message_stop"})));
         ev
     }
@@ -564,7 +611,8 @@ fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -643,7 +691,8 @@ impl Drop for MockStream {
 
 /// Convenience for tests: the mock on `127.0.0.1:0`, recording credentials and bodies. The
 /// server stops when the returned sender is dropped or sends `true`.
-pub async fn spawn_local() -> std::io::Result<(std::net::SocketAddr, Arc<MockStats>, tokio::sync::watch::Sender<bool>)> {
+pub async fn spawn_local() -> std::io::Result<(std::net::SocketAddr, Arc<MockStats>, tokio::sync::watch::Sender<bool>)>
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let mock = Mock { record: true, ..Mock::default() };

@@ -115,14 +115,10 @@ impl Endpoint {
     /// The array field the endpoint requires, checked for type before forwarding.
     pub fn required_array(self) -> Option<&'static str> {
         match self {
-            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => {
-                Some("messages")
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => Some("messages"),
+            Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses | Endpoint::Models | Endpoint::Other => {
+                None
             }
-            Endpoint::Completions
-            | Endpoint::Embeddings
-            | Endpoint::Responses
-            | Endpoint::Models
-            | Endpoint::Other => None,
         }
     }
 }

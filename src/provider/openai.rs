@@ -12,9 +12,7 @@ pub struct OpenAi;
 impl OpenAi {
     fn error_type(class: ErrorClass) -> &'static str {
         match class {
-            ErrorClass::InvalidRequest | ErrorClass::NotFound | ErrorClass::TooLarge => {
-                "invalid_request_error"
-            }
+            ErrorClass::InvalidRequest | ErrorClass::NotFound | ErrorClass::TooLarge => "invalid_request_error",
             ErrorClass::Authentication => "invalid_request_error",
             ErrorClass::Permission => "permission_error",
             ErrorClass::RateLimit => "rate_limit_error",

@@ -1,0 +1,217 @@
+//! Test harness: warden and the mock provider in-process on `127.0.0.1:0`, and a small
+//! hyper client for plain, streaming and raw-socket requests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+use warden::provider::mock::MockStats;
+use warden::server::Running;
+
+pub const DEMO_KEY: &str = "sk-warden-demo";
+pub const DEMO_SHA: &str = "8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e";
+pub const UPSTREAM_SECRET: &str = "sk-upstream-secret-123";
+
+/// The mock provider as a separate HTTP server (like `warden mock`).
+pub struct TestMock {
+    pub addr: SocketAddr,
+    pub stats: Arc<MockStats>,
+    _stop: watch::Sender<bool>,
+}
+
+impl TestMock {
+    pub async fn start() -> TestMock {
+        let (addr, stats, stop) = warden::provider::mock::spawn_local().await.unwrap();
+        TestMock { addr, stats, _stop: stop }
+    }
+
+    pub fn last_headers(&self) -> HeaderMap {
+        self.stats.last_headers.lock().unwrap().clone().unwrap_or_default()
+    }
+
+    pub fn last_body_json(&self) -> serde_json::Value {
+        let body = self.stats.last_body.lock().unwrap().clone().unwrap_or_default();
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+/// A config with warden on port 0, one in-process mock, one OpenAI-kind and one
+/// Anthropic-kind provider pointing at `mock`, and the demo key plus a restricted key.
+pub fn standard_config(mock: SocketAddr) -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+limits: {{ max_body_bytes: 4096, header_read_timeout: 500ms, drain_timeout: 5s }}
+providers:
+  - {{ name: local, kind: mock }}
+  - name: oai
+    kind: openai
+    base_url: http://{mock}/v1
+    api_key: ${{UPSTREAM_KEY}}
+    models: [gpt-4o]
+    timeouts: {{ first_byte: 1s, between_chunks: 500ms }}
+  - name: ant
+    kind: anthropic
+    base_url: http://{mock}
+    api_key: ${{UPSTREAM_KEY}}
+    models: [claude-test]
+  - name: own
+    kind: openai
+    base_url: http://{mock}/v1
+    passthrough: true
+  - name: down
+    kind: openai
+    base_url: http://127.0.0.1:9/v1
+    api_key: ${{UPSTREAM_KEY}}
+    timeouts: {{ connect: 500ms }}
+routes:
+  - {{ model: "mock-*", provider: local }}
+  - {{ model: "gpt-*", provider: oai }}
+  - {{ model: "claude-*", provider: ant }}
+  - {{ model: "byok-*", provider: own }}
+  - {{ model: "down-*", provider: down }}
+aliases:
+  fast: gpt-4o-mini
+keys:
+  - {{ name: demo, sha256: {DEMO_SHA}, team: demo, loopback_only: true }}
+  - {{ name: mock-only, key: "${{MOCK_ONLY_KEY}}", team: web, providers: [local] }}
+"#
+    )
+}
+
+pub fn test_env(name: &str) -> Option<String> {
+    match name {
+        "UPSTREAM_KEY" => Some(UPSTREAM_SECRET.into()),
+        "MOCK_ONLY_KEY" => Some("sk-mock-only".into()),
+        "ADMIN_TOKEN" => Some("admin-secret".into()),
+        _ => None,
+    }
+}
+
+pub struct TestProxy {
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub running: Option<Running>,
+}
+
+impl TestProxy {
+    pub async fn start(yaml: &str) -> TestProxy {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let snap = match warden::config::load_str("test.yaml", yaml, dir, &test_env) {
+            Ok(s) => s,
+            Err(d) => panic!("config: {}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+        };
+        let running = warden::server::start(warden::state::AppState::new(snap)).await.unwrap();
+        TestProxy { api: running.api_addr, admin: running.admin_addr, running: Some(running) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn request(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(body.into())).unwrap()
+}
+
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(request(method, url, headers, body)))
+        .await
+        .expect("request timed out")
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("body timed out")
+        .unwrap()
+        .to_bytes();
+    Resp { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    send(Method::POST, url, headers, body.to_string()).await
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    send(Method::GET, url, headers, Bytes::new()).await
+}
+
+/// Starts a streaming request and returns the response with its body unread.
+pub async fn open_stream(url: &str, headers: &[(&str, &str)], body: &str) -> http::Response<Incoming> {
+    client().request(request(Method::POST, url, headers, body.to_string())).await.unwrap()
+}
+
+/// Reads a streamed body frame by frame, noting when each data frame arrived.
+pub async fn read_frames(body: &mut Incoming) -> Result<Vec<(Instant, Bytes)>, String> {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            Err(_) => return Err("stream stalled".into()),
+            Ok(None) => return Ok(frames),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    frames.push((Instant::now(), d));
+                }
+            }
+        }
+    }
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n").filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string)).collect()
+}
+
+/// The `event:` names of an SSE body, in order.
+pub fn sse_events(body: &str) -> Vec<String> {
+    body.split("\n\n").filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("event: ")).map(str::to_string)).collect()
+}
+
+pub const CHAT: &str = r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}"#;
+pub const CHAT_STREAM: &str = r#"{"model":"mock-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+pub const MESSAGES: &str = r#"{"model":"mock-1","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+pub const MESSAGES_STREAM: &str =
+    r#"{"model":"mock-1","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+pub const BEARER: (&str, &str) = ("authorization", "Bearer sk-warden-demo");
+pub const XKEY: (&str, &str) = ("x-api-key", "sk-warden-demo");
