@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# End-to-end benchmark on loopback: the mock provider called directly (the floor), nginx as a
+# plain reverse proxy in front of it (the floor for "a proxy that does nothing"), and warden in
+# front of the same mock. For each target: non-streamed chat (~300-byte request, 50-token
+# reply) and streamed chat (20 chunks): maximum throughput at 32 connections, proxy CPU time
+# per request at that throughput, p50/p99 at a fixed 200 req/s, time to first streamed byte,
+# and RSS idle and under load. ROUNDS rounds, targets interleaved; medians with min-max.
+#
+# Usage: benches/e2e.sh            (ROUNDS=5 SECONDS_MAX=5 SECONDS_RATE=10 by default)
+# Needs root for `apt-get install nginx` if nginx is missing. Writes bench-results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+SECONDS_MAX=${SECONDS_MAX:-5}
+SECONDS_RATE=${SECONDS_RATE:-10}
+OUT=bench-results
+MOCK_PORT=18101 NGINX_PORT=18102 WARDEN_PORT=18103 ADMIN_PORT=18104
+mkdir -p "$OUT"
+rm -f "$OUT"/samples.jsonl
+
+if ! command -v nginx >/dev/null; then
+  echo "installing nginx..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
+   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --quiet --bin warden --example loadgen
+W=target/release/warden
+LG=target/release/examples/loadgen
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; "$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf -s stop 2>/dev/null || true; }
+trap cleanup EXIT
+
+# --- the upstream mock -------------------------------------------------------------------
+"$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
+pids+=($!); MOCK_PID=$!
+
+# --- nginx: plain keep-alive reverse proxy, no buffering (so streams flow) ----------------
+mkdir -p "$OUT/nginx/logs"
+cat >"$OUT/nginx/nginx.conf" <<EOF
+worker_processes auto;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log logs/access.log;
+  client_body_temp_path /tmp/nginx_body; proxy_temp_path /tmp/nginx_proxy;
+  fastcgi_temp_path /tmp/nginx_fcgi; uwsgi_temp_path /tmp/nginx_uwsgi; scgi_temp_path /tmp/nginx_scgi;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+"$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf
+
+# --- warden: full pipeline, no policies, logging on (to a file) ----------------------------
+cat >"$OUT/warden.yaml" <<EOF
+server: { listen: "127.0.0.1:$WARDEN_PORT" }
+admin: { listen: "127.0.0.1:$ADMIN_PORT" }
+providers:
+  - name: upstream
+    kind: openai
+    base_url: http://127.0.0.1:$MOCK_PORT/v1
+    api_key: \${BENCH_UPSTREAM_KEY}
+routes:
+  - { model: "mock-*", provider: upstream }
+keys:
+  - { name: bench, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: bench }
+EOF
+BENCH_UPSTREAM_KEY=sk-bench "$W" serve --config "$OUT/warden.yaml" >"$OUT/warden.log" 2>&1 &
+pids+=($!); WARDEN_PID=$!
+sleep 1
+
+# ~300-byte chat request; the mock directive header asks for a 50-token reply in 20 chunks.
+cat >"$OUT/chat.json" <<'EOF'
+{"model":"mock-1","messages":[{"role":"system","content":"You are a concise assistant for a travel booking site."},{"role":"user","content":"Suggest three things to do in Lisbon on a rainy afternoon, with one sentence on each, and keep it short please."}],"max_tokens":120,"temperature":0.2}
+EOF
+sed 's/"temperature":0.2}/"temperature":0.2,"stream":true}/' "$OUT/chat.json" >"$OUT/chat_stream.json"
+
+cpu_ticks() { # utime+stime of the given pids, in clock ticks
+  local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
+nginx_pids() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
+HZ=$(getconf CLK_TCK)
+
+url_for() { case $1 in direct) echo "http://127.0.0.1:$MOCK_PORT";; nginx) echo "http://127.0.0.1:$NGINX_PORT";; warden) echo "http://127.0.0.1:$WARDEN_PORT";; esac; }
+pids_for() { case $1 in direct) echo $MOCK_PID;; nginx) nginx_pids;; warden) echo $WARDEN_PID;; esac; }
+
+echo "{\"kind\":\"idle_rss_start\",\"target\":\"warden\",\"kb\":$(rss_kb $WARDEN_PID)}" >>"$OUT/samples.jsonl"
+# warm up connections and pools
+for t in direct nginx warden; do
+  "$LG" --url "$(url_for $t)/v1/chat/completions" --body-file "$OUT/chat.json" --header 'authorization: Bearer sk-warden-demo' \
+    --header 'x-mock: tokens=50,chunks=20' --connections 8 --seconds 1 >/dev/null
+done
+echo "{\"kind\":\"idle_rss\",\"target\":\"warden\",\"kb\":$(rss_kb $WARDEN_PID)}" >>"$OUT/samples.jsonl"
+echo "{\"kind\":\"idle_rss\",\"target\":\"nginx\",\"kb\":$(rss_kb $(nginx_pids))}" >>"$OUT/samples.jsonl"
+
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in chat stream; do
+    body="$OUT/chat.json"; [ $mode = stream ] && body="$OUT/chat_stream.json"
+    for t in direct nginx warden; do
+      url="$(url_for $t)/v1/chat/completions"
+      ps=$(pids_for $t)
+      c0=$(cpu_ticks $ps)
+      r=$("$LG" --url "$url" --body-file "$body" --header 'authorization: Bearer sk-warden-demo' \
+            --header 'x-mock: tokens=50,chunks=20' --connections 32 --seconds "$SECONDS_MAX")
+      c1=$(cpu_ticks $ps)
+      rss=$(rss_kb $ps)
+      echo "{\"kind\":\"max\",\"round\":$round,\"mode\":\"$mode\",\"target\":\"$t\",\"cpu_ticks\":$((c1 - c0)),\"hz\":$HZ,\"rss_kb\":$rss,\"r\":$r}" >>"$OUT/samples.jsonl"
+      r=$("$LG" --url "$url" --body-file "$body" --header 'authorization: Bearer sk-warden-demo' \
+            --header 'x-mock: tokens=50,chunks=20' --connections 16 --rate 200 --seconds "$SECONDS_RATE")
+      echo "{\"kind\":\"rate\",\"round\":$round,\"mode\":\"$mode\",\"target\":\"$t\",\"r\":$r}" >>"$OUT/samples.jsonl"
+    done
+  done
+  echo "round $round/$ROUNDS done" >&2
+done
+
+python3 - "$OUT/samples.jsonl" <<'EOF' | tee "$OUT/summary.md"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(xs):
+    xs = [x for x in xs if x == x]
+    return (statistics.median(xs), min(xs), max(xs)) if xs else (float("nan"),) * 3
+def fmt(t, d=1):
+    return f"{t[0]:.{d}f} ({t[1]:.{d}f}–{t[2]:.{d}f})"
+print("| mode | target | max req/s @32 conns | CPU µs/req | p50 ms @200/s | p99 ms @200/s | TTFB p50 ms @200/s | RSS under load MiB |")
+print("|---|---|---|---|---|---|---|---|")
+for mode in ("chat", "stream"):
+    for t in ("direct", "nginx", "warden"):
+        mx = [r for r in rows if r["kind"] == "max" and r["mode"] == mode and r["target"] == t]
+        rt = [r for r in rows if r["kind"] == "rate" and r["mode"] == mode and r["target"] == t]
+        rps = med([r["r"]["rps"] for r in mx])
+        cpu = med([r["cpu_ticks"] / r["hz"] / max(r["r"]["requests"], 1) * 1e6 for r in mx])
+        p50 = med([r["r"]["p50_ms"] for r in rt]); p99 = med([r["r"]["p99_ms"] for r in rt])
+        tt = med([r["r"]["ttfb_p50_ms"] for r in rt])
+        rss = med([r["rss_kb"] / 1024 for r in mx])
+        cpu_s = "—" if t == "direct" else fmt(cpu)
+        print(f"| {mode} | {t} | {fmt(rps, 0)} | {cpu_s} | {fmt(p50, 3)} | {fmt(p99, 3)} | {fmt(tt, 3)} | {fmt(rss)} |")
+print()
+def paired(mode, key, t):
+    # per-round difference against direct in the same round: the added latency.
+    out = []
+    for rnd in sorted({r["round"] for r in rows if r["kind"] == "rate"}):
+        d = [r for r in rows if r["kind"] == "rate" and r["mode"] == mode and r["round"] == rnd]
+        base = [r["r"][key] for r in d if r["target"] == "direct"]
+        val = [r["r"][key] for r in d if r["target"] == t]
+        if base and val:
+            out.append(val[0] - base[0])
+    return med(out)
+print("| mode | target | added p50 ms | added p99 ms | added TTFB p50 ms | throughput vs nginx |")
+print("|---|---|---|---|---|---|")
+for mode in ("chat", "stream"):
+    for t in ("nginx", "warden"):
+        ratio = []
+        for rnd in sorted({r["round"] for r in rows if r["kind"] == "max"}):
+            d = {r["target"]: r["r"]["rps"] for r in rows if r["kind"] == "max" and r["mode"] == mode and r["round"] == rnd}
+            if "nginx" in d and t in d:
+                ratio.append(d[t] / d["nginx"] * 100)
+        print(f"| {mode} | {t} | {fmt(paired(mode, 'p50_ms', t), 3)} | {fmt(paired(mode, 'p99_ms', t), 3)} | {fmt(paired(mode, 'ttfb_p50_ms', t), 3)} | {fmt(med(ratio), 0)} % |")
+idle = {r["target"]: r["kb"] / 1024 for r in rows if r["kind"] == "idle_rss"}
+start = [r["kb"] / 1024 for r in rows if r["kind"] == "idle_rss_start"]
+print()
+print(f"Idle RSS: warden {start[0] if start else float('nan'):.1f} MiB at start, {idle.get('warden', float('nan')):.1f} MiB after warm-up; nginx workers {idle.get('nginx', float('nan')):.1f} MiB.")
+errs = sum(r["r"]["errors"] for r in rows if "r" in r)
+print(f"Errors across all runs: {errs}.")
+EOF

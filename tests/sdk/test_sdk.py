@@ -1,0 +1,122 @@
+"""The official OpenAI and Anthropic Python SDKs pointed at warden by base URL only.
+
+Run by tests/sdk_python.rs, which starts warden in front of the mock and sets WARDEN_URL.
+Each test uses the SDK exactly as an application would; failures surface as the SDK's own
+typed exceptions.
+"""
+
+import os
+import unittest
+
+import anthropic
+import openai
+
+URL = os.environ["WARDEN_URL"]
+KEY = "sk-warden-demo"
+
+
+def oai(**kw):
+    return openai.OpenAI(base_url=URL + "/v1", api_key=KEY, max_retries=0, **kw)
+
+
+def ant(**kw):
+    return anthropic.Anthropic(base_url=URL, api_key=KEY, max_retries=0, **kw)
+
+
+class OpenAISDK(unittest.TestCase):
+    def test_chat(self):
+        r = oai().chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(r.object, "chat.completion")
+        self.assertTrue(r.choices[0].message.content.startswith("Hello from the warden mock provider."))
+        self.assertGreater(r.usage.total_tokens, 0)
+
+    def test_streaming_chat(self):
+        stream = oai().chat.completions.create(
+            model="mock-1", messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, usage = "", None
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+            if chunk.usage:
+                usage = chunk.usage
+        self.assertTrue(text.startswith("Hello from the warden mock provider."), text)
+        self.assertIsNotNone(usage)
+
+    def test_embeddings(self):
+        # The SDK asks for base64 by default and decodes it.
+        r = oai().embeddings.create(model="mock-1", input=["a", "b"], dimensions=8)
+        self.assertEqual(len(r.data), 2)
+        self.assertEqual(len(r.data[0].embedding), 8)
+        self.assertAlmostEqual(sum(x * x for x in r.data[0].embedding), 1.0, places=4)
+
+    def test_responses(self):
+        r = oai().responses.create(model="mock-1", input="hi")
+        self.assertTrue(r.output_text.startswith("Hello from the warden mock"))
+
+    def test_models(self):
+        ids = [m.id for m in oai().models.list()]
+        self.assertIn("mock-1", ids)
+
+    def test_401_is_authentication_error(self):
+        with self.assertRaises(openai.AuthenticationError) as cm:
+            openai.OpenAI(base_url=URL + "/v1", api_key="sk-wrong", max_retries=0).chat.completions.create(
+                model="mock-1", messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(cm.exception.status_code, 401)
+        self.assertEqual(cm.exception.code, "invalid_api_key")
+        self.assertTrue(cm.exception.response.headers["x-warden-request-id"].startswith("req_"))
+
+    def test_429_is_rate_limit_error(self):
+        with self.assertRaises(openai.RateLimitError) as cm:
+            oai().chat.completions.create(
+                model="mock-1", messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-mock": "status=429,retry-after=1"})
+        self.assertEqual(cm.exception.status_code, 429)
+        self.assertEqual(cm.exception.response.headers["retry-after"], "1")
+
+
+class AnthropicSDK(unittest.TestCase):
+    def test_messages(self):
+        r = ant().messages.create(model="mock-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(r.type, "message")
+        self.assertTrue(r.content[0].text.startswith("Hello from the warden mock provider."))
+        self.assertEqual(r.stop_reason, "end_turn")
+
+    def test_streaming_messages(self):
+        with ant().messages.stream(model="mock-1", max_tokens=64,
+                                   messages=[{"role": "user", "content": "hi"}]) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        self.assertTrue(text.startswith("Hello from the warden mock provider."), text)
+        self.assertEqual(final.usage.output_tokens, 23)
+
+    def test_count_tokens(self):
+        r = ant().messages.count_tokens(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+        self.assertGreater(r.input_tokens, 0)
+
+    def test_tool_use(self):
+        r = ant().messages.create(model="mock-1", max_tokens=64, messages=[{"role": "user", "content": "weather?"}],
+                                  extra_headers={"x-mock": "tool=get_weather"})
+        self.assertEqual(r.stop_reason, "tool_use")
+        self.assertEqual(r.content[0].name, "get_weather")
+
+    def test_401_is_authentication_error(self):
+        with self.assertRaises(anthropic.AuthenticationError) as cm:
+            anthropic.Anthropic(base_url=URL, api_key="sk-wrong", max_retries=0).messages.create(
+                model="mock-1", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        self.assertEqual(cm.exception.status_code, 401)
+        self.assertEqual(cm.exception.body["error"]["type"], "authentication_error")
+
+    def test_429_is_rate_limit_error(self):
+        with self.assertRaises(anthropic.RateLimitError) as cm:
+            ant().messages.create(model="mock-1", max_tokens=5, messages=[{"role": "user", "content": "hi"}],
+                                  extra_headers={"x-mock": "status=429"})
+        self.assertEqual(cm.exception.status_code, 429)
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"sdk: {result.testsRun - failed} passed, {failed} failed")
+    raise SystemExit(1 if failed or result.testsRun == 0 else 0)
