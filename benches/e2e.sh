@@ -49,7 +49,8 @@ http {
   access_log logs/access.log;
   client_body_temp_path /tmp/nginx_body; proxy_temp_path /tmp/nginx_proxy;
   fastcgi_temp_path /tmp/nginx_fcgi; uwsgi_temp_path /tmp/nginx_uwsgi; scgi_temp_path /tmp/nginx_scgi;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+  keepalive_requests 10000000;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; keepalive_requests 10000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {
@@ -72,12 +73,18 @@ providers:
     kind: openai
     base_url: http://127.0.0.1:$MOCK_PORT/v1
     api_key: \${BENCH_UPSTREAM_KEY}
+  - name: upstream-h2
+    kind: openai
+    base_url: http://127.0.0.1:$MOCK_PORT/v1
+    api_key: \${BENCH_UPSTREAM_KEY}
+    http2: true
 routes:
+  - { model: "mock-2", provider: upstream-h2 }
   - { model: "mock-*", provider: upstream }
 keys:
   - { name: bench, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: bench }
 EOF
-BENCH_UPSTREAM_KEY=sk-bench "$W" serve --config "$OUT/warden.yaml" >"$OUT/warden.log" 2>&1 &
+BENCH_UPSTREAM_KEY=sk-bench TOKIO_WORKER_THREADS=${WARDEN_THREADS:-2} "$W" serve --config "$OUT/warden.yaml" >"$OUT/warden.log" 2>&1 &
 pids+=($!); WARDEN_PID=$!
 sleep 1
 
@@ -86,6 +93,8 @@ cat >"$OUT/chat.json" <<'EOF'
 {"model":"mock-1","messages":[{"role":"system","content":"You are a concise assistant for a travel booking site."},{"role":"user","content":"Suggest three things to do in Lisbon on a rainy afternoon, with one sentence on each, and keep it short please."}],"max_tokens":120,"temperature":0.2}
 EOF
 sed 's/"temperature":0.2}/"temperature":0.2,"stream":true}/' "$OUT/chat.json" >"$OUT/chat_stream.json"
+# The same requests naming `mock-2`, which warden routes to the mock over h2c.
+for f in chat chat_stream; do sed 's/"mock-1"/"mock-2"/' "$OUT/$f.json" >"$OUT/${f}_h2.json"; done
 
 cpu_ticks() { # utime+stime of the given pids, in clock ticks
   local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
@@ -93,13 +102,15 @@ rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc
 nginx_pids() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
 HZ=$(getconf CLK_TCK)
 
-url_for() { case $1 in direct) echo "http://127.0.0.1:$MOCK_PORT";; nginx) echo "http://127.0.0.1:$NGINX_PORT";; warden) echo "http://127.0.0.1:$WARDEN_PORT";; esac; }
-pids_for() { case $1 in direct) echo $MOCK_PID;; nginx) nginx_pids;; warden) echo $WARDEN_PID;; esac; }
+url_for() { case $1 in direct) echo "http://127.0.0.1:$MOCK_PORT";; nginx) echo "http://127.0.0.1:$NGINX_PORT";; warden|warden-h2) echo "http://127.0.0.1:$WARDEN_PORT";; esac; }
+pids_for() { case $1 in direct) echo $MOCK_PID;; nginx) nginx_pids;; warden|warden-h2) echo $WARDEN_PID;; esac; }
+TARGETS="direct nginx warden warden-h2"
 
 echo "{\"kind\":\"idle_rss_start\",\"target\":\"warden\",\"kb\":$(rss_kb $WARDEN_PID)}" >>"$OUT/samples.jsonl"
 # warm up connections and pools
-for t in direct nginx warden; do
-  "$LG" --url "$(url_for $t)/v1/chat/completions" --body-file "$OUT/chat.json" --header 'authorization: Bearer sk-warden-demo' \
+for t in $TARGETS; do
+  body="$OUT/chat.json"; [ $t = warden-h2 ] && body="$OUT/chat_h2.json"
+  "$LG" --url "$(url_for $t)/v1/chat/completions" --body-file "$body" --header 'authorization: Bearer sk-warden-demo' \
     --header 'x-mock: tokens=50,chunks=20' --connections 8 --seconds 1 >/dev/null
 done
 echo "{\"kind\":\"idle_rss\",\"target\":\"warden\",\"kb\":$(rss_kb $WARDEN_PID)}" >>"$OUT/samples.jsonl"
@@ -107,8 +118,9 @@ echo "{\"kind\":\"idle_rss\",\"target\":\"nginx\",\"kb\":$(rss_kb $(nginx_pids))
 
 for round in $(seq 1 "$ROUNDS"); do
   for mode in chat stream; do
-    body="$OUT/chat.json"; [ $mode = stream ] && body="$OUT/chat_stream.json"
-    for t in direct nginx warden; do
+    for t in $TARGETS; do
+      body="$OUT/chat.json"; [ $mode = stream ] && body="$OUT/chat_stream.json"
+      [ $t = warden-h2 ] && body="${body%.json}_h2.json"
       url="$(url_for $t)/v1/chat/completions"
       ps=$(pids_for $t)
       c0=$(cpu_ticks $ps)
@@ -136,7 +148,7 @@ def fmt(t, d=1):
 print("| mode | target | max req/s @32 conns | CPU µs/req | p50 ms @200/s | p99 ms @200/s | TTFB p50 ms @200/s | RSS under load MiB |")
 print("|---|---|---|---|---|---|---|---|")
 for mode in ("chat", "stream"):
-    for t in ("direct", "nginx", "warden"):
+    for t in ("direct", "nginx", "warden", "warden-h2"):
         mx = [r for r in rows if r["kind"] == "max" and r["mode"] == mode and r["target"] == t]
         rt = [r for r in rows if r["kind"] == "rate" and r["mode"] == mode and r["target"] == t]
         rps = med([r["r"]["rps"] for r in mx])
@@ -160,7 +172,7 @@ def paired(mode, key, t):
 print("| mode | target | added p50 ms | added p99 ms | added TTFB p50 ms | throughput vs nginx |")
 print("|---|---|---|---|---|---|")
 for mode in ("chat", "stream"):
-    for t in ("nginx", "warden"):
+    for t in ("nginx", "warden", "warden-h2"):
         ratio = []
         for rnd in sorted({r["round"] for r in rows if r["kind"] == "max"}):
             d = {r["target"]: r["r"]["rps"] for r in rows if r["kind"] == "max" and r["mode"] == mode and r["round"] == rnd}

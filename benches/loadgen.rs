@@ -81,7 +81,9 @@ async fn connect(url: &Uri) -> Sender {
 
 /// One request: total latency and time to the first body frame.
 async fn one(sender: &mut Sender, args: &Args) -> Option<(Duration, Duration)> {
-    let mut req = Request::post(args.url.clone()).body(Full::new(args.body.clone())).unwrap();
+    // Origin-form target: a raw HTTP/1 connection sends the URI as given.
+    let path = args.url.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = Request::post(path).body(Full::new(args.body.clone())).unwrap();
     req.headers_mut().insert(http::header::HOST, HeaderValue::from_static("bench"));
     req.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (k, v) in &args.headers {

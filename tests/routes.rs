@@ -205,3 +205,25 @@ async fn http2_prior_knowledge_is_served() {
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn hop_by_hop_and_credential_headers_never_reach_the_upstream() {
+    let (mock, proxy) = setup().await;
+    let headers = [
+        BEARER,
+        ("connection", "x-session-secret"),
+        ("x-session-secret", "drop-me"),
+        ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ("te", "trailers"),
+        ("x-warden-internal", "1"),
+        ("openai-organization", "org-kept"),
+    ];
+    let r = post(&proxy.url("/v1/chat/completions"), &headers, r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(r.status, 200);
+    let h = mock.last_headers();
+    for gone in ["x-session-secret", "proxy-authorization", "te", "x-warden-internal"] {
+        assert!(h.get(gone).is_none(), "{gone} reached the upstream");
+    }
+    assert_eq!(h["openai-organization"], "org-kept");
+    assert!(r.headers.get("connection").is_none() || r.headers["connection"] != "x-session-secret");
+}

@@ -14,6 +14,7 @@ use serde_saphyr::Spanned;
 use super::diag::{did_you_mean, Diagnostic};
 use super::glob::Glob;
 use super::{env_reference, interpolate, Env, LogFormat, ProviderKind, RawConfig, RawTls};
+use crate::http::h1pool::H1Pool;
 use crate::pipeline::upstream::{build_client, HttpClient};
 use crate::provider::mock::{Mock, MOCK_MODEL};
 use crate::provider::{ApiFamily, AuthStyle, ModelInfo};
@@ -51,8 +52,11 @@ pub struct Timeouts {
 /// How a provider is reached.
 #[derive(Clone)]
 pub enum Transport {
-    /// Over HTTP(S) through a pooled client of its own (so connect timeouts are per provider).
+    /// https (or h2c): hyper-util's pooled client, one per provider (connect timeouts are per
+    /// provider), HTTP/2 or HTTP/1.1 by ALPN.
     Http { base: Uri, client: Box<HttpClient> },
+    /// Plain-http HTTP/1.1: connections driven by the response body (see `http::h1pool`).
+    H1 { base: Uri, pool: Arc<H1Pool> },
     /// The in-process mock: no socket at all.
     Mock(Mock),
 }
@@ -449,7 +453,14 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         base_includes_version: p.kind == ProviderKind::Openai,
         timeouts,
         disabled,
-        transport: Transport::Http { base, client: Box::new(build_client(timeouts.connect)) },
+        transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {
+            (true, Some(authority)) => {
+                let port = authority.port_u16().unwrap_or(80);
+                let pool = H1Pool::new(&format!("{}:{port}", authority.host()), timeouts.connect)?;
+                Transport::H1 { base, pool: Arc::new(pool) }
+            }
+            _ => Transport::Http { base, client: Box::new(build_client(timeouts.connect, p.http2)) },
+        },
     })
 }
 

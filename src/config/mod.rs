@@ -111,6 +111,10 @@ pub struct RawProvider {
     /// Forward the client's own provider key instead of `api_key`.
     #[serde(default)]
     pub passthrough: bool,
+    /// Speak HTTP/2 to a plain-http upstream (h2c prior knowledge). https upstreams choose
+    /// HTTP/2 or HTTP/1.1 by ALPN whatever this says.
+    #[serde(default)]
+    pub http2: bool,
     /// Model names to list in `GET /v1/models` (routing is by `routes`).
     #[serde(default)]
     pub models: Vec<String>,

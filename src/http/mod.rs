@@ -1,4 +1,5 @@
 //! Bytes and headers: body limits and adapters, header hygiene. No policy knowledge.
 
 pub mod body;
+pub mod h1pool;
 pub mod headers;

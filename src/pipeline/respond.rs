@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
@@ -40,20 +40,99 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
     }
     let (idle, deadline) = match timeouts {
         Some(t) => (
-            Some((t.between_chunks, Box::pin(tokio::time::sleep(t.between_chunks)))),
+            Some(IdleTimer {
+                every: t.between_chunks,
+                last_frame: tokio::time::Instant::now(),
+                sleep: Box::pin(tokio::time::sleep(t.between_chunks)),
+            }),
             Some(Box::pin(tokio::time::sleep_until(t.deadline.into()))),
         ),
         None => (None, None),
     };
-    let body = Observed { inner: body, idle, deadline, fin };
+    let body = Observed { inner: body, idle, deadline, fin, held: None, ended: false };
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
+/// per SSE event; instead each frame only notes its time, and when the timer fires it is
+/// pushed out to `last_frame + every` unless that moment has really passed.
+struct IdleTimer {
+    every: Duration,
+    last_frame: tokio::time::Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let due = self.last_frame + self.every;
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+        false
+    }
 }
 
 struct Observed {
     inner: Body,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    idle: Option<IdleTimer>,
     deadline: Option<Pin<Box<Sleep>>>,
     fin: Finish,
+    /// A frame or error read while coalescing, returned on the next poll.
+    held: Option<Result<Frame<Bytes>, BodyError>>,
+    /// The inner body ended while coalescing.
+    ended: bool,
+}
+
+/// Frames already waiting upstream are sent to the client in one write: streams still flow
+/// as they arrive (nothing waits for more data), but a burst of SSE events costs one write
+/// and one wake-up instead of one each.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+impl Observed {
+    fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
+        let mut batch: Option<bytes::BytesMut> = None;
+        let mut len = first.len();
+        while len < COALESCE_LIMIT {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(more) => {
+                        len += more.len();
+                        batch.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&more);
+                    }
+                    Err(trailers) => {
+                        self.held = Some(Ok(trailers));
+                        break;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    self.fin.outcome = Outcome::UpstreamError;
+                    self.held = Some(Err(e));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.fin.outcome = Outcome::Complete;
+                    self.ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.fin.ttfb.is_none() {
+            self.fin.ttfb = Some(self.fin.cx.start.elapsed());
+        }
+        self.fin.bytes += len as u64;
+        if let Some(idle) = &mut self.idle {
+            idle.last_frame = tokio::time::Instant::now();
+        }
+        // hyper stops polling once the body says it has ended.
+        if self.inner.is_end_stream() {
+            self.fin.outcome = Outcome::Complete;
+        }
+        batch.map_or(first, bytes::BytesMut::freeze)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,23 +145,17 @@ impl http_body::Body for Observed {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(held) = this.held.take() {
+            return Poll::Ready(Some(held));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if this.fin.ttfb.is_none() {
-                        this.fin.ttfb = Some(this.fin.cx.start.elapsed());
-                    }
-                    this.fin.bytes += data.len() as u64;
-                }
-                if let Some((every, sleep)) = &mut this.idle {
-                    sleep.as_mut().reset(tokio::time::Instant::now() + *every);
-                }
-                // hyper stops polling once the body says it has ended.
-                if this.inner.is_end_stream() {
-                    this.fin.outcome = Outcome::Complete;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(this.coalesce(data, cx))))),
+                Err(trailers) => Poll::Ready(Some(Ok(trailers))),
+            },
             Poll::Ready(Some(Err(e))) => {
                 this.fin.outcome = Outcome::UpstreamError;
                 Poll::Ready(Some(Err(e)))
@@ -92,7 +165,7 @@ impl http_body::Body for Observed {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let idle_fired = this.idle.as_mut().is_some_and(|(_, s)| s.as_mut().poll(cx).is_ready());
+                let idle_fired = this.idle.as_mut().is_some_and(|t| t.expired(cx));
                 let total_fired = this.deadline.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
                 if idle_fired || total_fired {
                     this.fin.outcome = Outcome::UpstreamTimeout;
@@ -105,10 +178,13 @@ impl http_body::Body for Observed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held.is_none() && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.held.is_some() || self.ended {
+            return SizeHint::default();
+        }
         self.inner.size_hint()
     }
 }

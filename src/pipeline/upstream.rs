@@ -22,8 +22,9 @@ use crate::provider::{apply_credential, ApiFamily};
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A pooled HTTP/1.1 + HTTP/2 (by ALPN) client with rustls (ring) and webpki roots; plain
-/// http is allowed for local providers (vLLM, Ollama, the mock server).
-pub fn build_client(connect_timeout: Duration) -> HttpClient {
+/// http is allowed for local providers (vLLM, Ollama, the mock server). `http2_only` makes
+/// plain-http connections h2c by prior knowledge.
+pub fn build_client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -39,6 +40,7 @@ pub fn build_client(connect_timeout: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
+        .http2_only(http2_only)
         .build(connector)
 }
 
@@ -74,23 +76,49 @@ pub async fn send(
             Ok((resp, started.elapsed()))
         }
         Transport::Http { base, client } => {
-            match &credential {
-                UpstreamCredential::Provider(s) => apply_credential(&mut headers, s, provider.auth),
-                UpstreamCredential::Client(s) => apply_credential(&mut headers, s, provider.auth),
-                UpstreamCredential::None => {}
-            }
             let target = upstream_uri(base, uri, provider.base_includes_version)?;
-            let mut req = Request::new(Full::new(body));
-            *req.method_mut() = method;
-            *req.uri_mut() = target;
-            *req.headers_mut() = headers;
+            let req = build_request(provider, &credential, method, target, headers, body);
             let resp =
                 tokio::time::timeout(timeout, client.request(req)).await.map_err(|_| timed_out())?.map_err(|e| {
                     ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) }
                 })?;
             Ok((resp.map(|b| b.map_err(BodyError::new).boxed_unsync()), started.elapsed()))
         }
+        Transport::H1 { base, pool } => {
+            // A raw connection sends the target as given: origin-form, never absolute-form.
+            let full = upstream_uri(base, uri, provider.base_includes_version)?;
+            let target: Uri = full
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .parse()
+                .map_err(|_| ProxyError::BadTarget("the path cannot be forwarded"))?;
+            let req = build_request(provider, &credential, method, target, headers, body);
+            let resp = tokio::time::timeout(timeout, pool.send(req)).await.map_err(|_| timed_out())?.map_err(|e| {
+                ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) }
+            })?;
+            Ok((resp.map(BodyExt::boxed_unsync), started.elapsed()))
+        }
     }
+}
+
+fn build_request(
+    provider: &Provider,
+    credential: &UpstreamCredential<'_>,
+    method: Method,
+    target: Uri,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Request<Full<Bytes>> {
+    match credential {
+        UpstreamCredential::Provider(s) => apply_credential(&mut headers, s, provider.auth),
+        UpstreamCredential::Client(s) => apply_credential(&mut headers, s, provider.auth),
+        UpstreamCredential::None => {}
+    }
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = target;
+    *req.headers_mut() = headers;
+    req
 }
 
 /// base `https://api.openai.com/v1` + `/v1/chat/completions?x=1` →
