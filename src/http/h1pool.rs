@@ -83,7 +83,7 @@ impl H1Pool {
         let req = match self.checkout() {
             Some(link) => match self.exchange(link, req).await {
                 Ok(resp) => return Ok(resp),
-                Err(Retry::Again(req)) => req,
+                Err(Retry::Again(req)) => *req,
                 Err(Retry::Fail(e)) => return Err(e),
             },
             None => req,
@@ -118,7 +118,7 @@ impl H1Pool {
                 Ok(Response::from_parts(parts, DrivenBody { body, link, pool: self.clone(), done: false }))
             }
             Err(mut e) => match e.take_message() {
-                Some(req) => Err(Retry::Again(req)),
+                Some(req) => Err(Retry::Again(Box::new(req))),
                 None => Err(Retry::Fail(e.into_error().into())),
             },
         }
@@ -159,7 +159,7 @@ impl H1Pool {
 }
 
 enum Retry {
-    Again(Request<Full<Bytes>>),
+    Again(Box<Request<Full<Bytes>>>),
     Fail(H1Error),
 }
 
