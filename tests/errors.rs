@@ -220,3 +220,42 @@ async fn secrets_never_appear_in_errors_or_metrics() {
         }
     }
 }
+
+#[tokio::test]
+async fn garbage_bodies_get_4xx_and_never_hurt_the_server() {
+    let (_mock, proxy) = setup().await;
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"null".to_vec(),
+        b"\"just a string\"".to_vec(),
+        format!("{}{}", "[".repeat(3000), "]".repeat(3000)).into_bytes(),
+        br#"{"model":"mock-1","messages":[],"max_tokens":1e999999}"#.to_vec(),
+        b"{\"model\":\"mock-\xff\xfe\",\"messages\":[]}".to_vec(),
+        br#"{"model":"mock-1","model":"gpt-4o","messages":[]}"#.to_vec(),
+        br#"{"model":"\ud800","messages":[]}"#.to_vec(),
+    ];
+    for _ in 0..40 {
+        let len = (seed % 300) as usize;
+        let mut b = Vec::with_capacity(len);
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b.push((seed & 0xff) as u8);
+        }
+        bodies.push(b);
+    }
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/responses", "/v1/batches"] {
+        for body in &bodies {
+            let r = send(http::Method::POST, &proxy.url(path), &[BEARER], body.clone()).await;
+            assert!(r.status.is_client_error() || r.status.is_success(), "{path}: {} for {body:?}", r.status);
+            if r.status.is_client_error() {
+                // Always a well-formed native error body.
+                let v = r.json();
+                assert!(v["error"]["message"].is_string(), "{path}: {}", r.text());
+            }
+        }
+    }
+    assert_eq!(get(&proxy.url("/v1/models"), &[BEARER]).await.status, 200);
+}

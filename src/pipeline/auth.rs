@@ -17,7 +17,11 @@ use crate::secret::{sha256_hex, Secret};
 pub enum Identity {
     Key(Arc<VirtualKey>),
     /// Not a virtual key; usable only with a `passthrough` provider, which gets it as is.
-    Unverified(Secret),
+    /// `id` (`sha256:` and 12 hex digits of the key's hash) names the caller in logs.
+    Unverified {
+        secret: Secret,
+        id: String,
+    },
 }
 
 const INVALID: &str = "invalid API key: warden does not know this key";
@@ -46,12 +50,15 @@ pub fn authenticate(snap: &Snapshot, headers: &HeaderMap, conn: &ConnInfo) -> Re
             "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
         ));
     };
-    match snap.key_by_hash(&sha256_hex(presented.as_bytes())) {
+    let hash = sha256_hex(presented.as_bytes());
+    match snap.key_by_hash(&hash) {
         // A loopback-only key presented from elsewhere is treated as unknown, so its
         // existence is not revealed.
         Some(key) if key.loopback_only && !conn.peer.ip().is_loopback() => Err(ProxyError::Unauthorized(INVALID)),
         Some(key) => Ok(Identity::Key(key.clone())),
-        None if snap.any_passthrough => Ok(Identity::Unverified(Secret::new(presented))),
+        None if snap.any_passthrough => {
+            Ok(Identity::Unverified { secret: Secret::new(presented), id: format!("sha256:{}", &hash[..12]) })
+        }
         None => Err(ProxyError::Unauthorized(INVALID)),
     }
 }
@@ -92,8 +99,8 @@ pub fn authorize<'a>(
             };
             Ok((Some(key), cred))
         }
-        Identity::Unverified(secret) if provider.passthrough => Ok((None, UpstreamCredential::Client(secret))),
-        Identity::Unverified(_) => Err(ProxyError::Unauthorized(INVALID)),
+        Identity::Unverified { secret, .. } if provider.passthrough => Ok((None, UpstreamCredential::Client(secret))),
+        Identity::Unverified { .. } => Err(ProxyError::Unauthorized(INVALID)),
     }
 }
 

@@ -28,8 +28,9 @@ pub struct RequestCtx {
     pub family: ApiFamily,
     pub endpoint: Option<Endpoint>,
     pub key: Option<Arc<VirtualKey>>,
-    /// True when the client's own provider key was forwarded (passthrough).
-    pub passthrough: bool,
+    /// Set when the client's own provider key was forwarded (passthrough): the key's short
+    /// hash, which identifies the caller in the log line (metrics say only `passthrough`).
+    pub passthrough: Option<String>,
     pub provider: Option<Arc<Provider>>,
     pub route_label: Option<String>,
     pub stream: bool,
@@ -49,7 +50,7 @@ impl RequestCtx {
             family,
             endpoint: None,
             key: None,
-            passthrough: false,
+            passthrough: None,
             provider: None,
             route_label: None,
             stream: false,
@@ -63,10 +64,10 @@ impl RequestCtx {
     }
 
     pub fn key_name(&self) -> &str {
-        match (&self.key, self.passthrough) {
+        match (&self.key, &self.passthrough) {
             (Some(k), _) => &k.name,
-            (None, true) => "passthrough",
-            (None, false) => "none",
+            (None, Some(_)) => "passthrough",
+            (None, None) => "none",
         }
     }
 

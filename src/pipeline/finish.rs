@@ -90,6 +90,7 @@ impl Drop for Finish {
             provider,
             route = cx.route_label.as_deref().unwrap_or("-"),
             key = cx.key_name(),
+            client_key = cx.passthrough.as_deref().unwrap_or("-"),
             team = cx.team(),
             stream = cx.stream,
             duration_ms = ms(elapsed),

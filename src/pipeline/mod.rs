@@ -84,7 +84,7 @@ where
     if endpoint == Endpoint::Models {
         let key = match &identity {
             auth::Identity::Key(k) => Some(k.as_ref()),
-            auth::Identity::Unverified(_) => None,
+            auth::Identity::Unverified { .. } => None,
         };
         let body = cx.family.dialect().models_body(&route::visible_models(&snap, key));
         return Ok((error_response(http::StatusCode::OK, body), None));
@@ -98,8 +98,14 @@ where
     cx.stream = view.stream;
     let routed = route::resolve(&snap, cx.family, view.model.as_deref())?;
     drop(view);
+    let passthrough_id = match &identity {
+        auth::Identity::Unverified { id, .. } => Some(id.clone()),
+        auth::Identity::Key(_) => None,
+    };
     let (key, credential) = auth::authorize(&snap, identity, &routed.provider)?;
-    cx.passthrough = key.is_none();
+    if key.is_none() {
+        cx.passthrough = passthrough_id;
+    }
     cx.key = key;
     cx.provider = Some(routed.provider.clone());
     cx.route_label = Some(routed.label);

@@ -65,10 +65,15 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ProxyError::BadRequest("the request body is empty; expected a JSON object".into()));
     }
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
     let fields: Fields = match serde_json::from_slice(body) {
         Ok(f) => f,
+        Err(_) if first != Some(b'{') => {
+            return Err(ProxyError::BadRequest("the request body must be a JSON object".into()));
+        }
+        // With every field read raw, the only data error left is a repeated field.
         Err(e) if e.classify() == serde_json::error::Category::Data => {
-            return Err(ProxyError::BadRequest("the request body must be a JSON object".into()))
+            return Err(ProxyError::BadRequest(format!("the request body is invalid: {e}")));
         }
         Err(e) => return Err(ProxyError::BadRequest(format!("the request body is not valid JSON: {e}"))),
     };
@@ -146,6 +151,10 @@ mod tests {
         assert_eq!(err(Endpoint::Embeddings, r#"[1,2]"#), "the request body must be a JSON object");
         assert!(err(Endpoint::Embeddings, r#"{"model": "#).starts_with("the request body is not valid JSON"));
         assert_eq!(err(Endpoint::Embeddings, ""), "the request body is empty; expected a JSON object");
+        assert_eq!(
+            err(Endpoint::Embeddings, r#"{"model":"a","model":"b"}"#),
+            "the request body is invalid: duplicate field `model` at line 1 column 20"
+        );
     }
 
     #[test]
