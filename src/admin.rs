@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz`, `/readyz`. Optionally
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and
+//! `/admin/policies` (the live policy snapshot and the last reload's outcome). Optionally
 //! guarded by a bearer token from the environment. Observation only.
 
 use std::sync::atomic::Ordering;
@@ -34,6 +35,12 @@ pub async fn handle<B>(app: Arc<AppState>, req: Request<B>) -> Response<Body> {
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
+            resp
+        }
+        "/admin/policies" => {
+            let status = app.reload_status.lock().map(|s| s.clone()).unwrap_or_default();
+            let mut resp = Response::new(full(serde_json::to_vec_pretty(&status).unwrap_or_default()));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),

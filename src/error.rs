@@ -38,6 +38,8 @@ pub enum ProxyError {
     UpstreamTimeout { provider: String, phase: &'static str },
     #[error("warden is shutting down")]
     ShuttingDown,
+    #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
+    PolicyViolation(Box<crate::policy::limits::Violation>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -73,6 +75,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::PolicyViolation(v) if v.forbidden => StatusCode::FORBIDDEN,
+            ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,6 +95,8 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => ErrorClass::Upstream,
             ProxyError::UpstreamTimeout { .. } => ErrorClass::Timeout,
             ProxyError::ShuttingDown => ErrorClass::Unavailable,
+            ProxyError::PolicyViolation(v) if v.forbidden => ErrorClass::Permission,
+            ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
             ProxyError::Internal(_) => ErrorClass::Internal,
         }
     }
@@ -110,6 +116,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::PolicyViolation(_) => "policy_violation",
             ProxyError::Internal(_) => "internal",
         }
     }
@@ -121,8 +128,29 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) => Some("model_not_found"),
             ProxyError::BodyTooLarge { .. } => Some("request_too_large"),
             ProxyError::UnknownEndpoint { .. } => Some("unknown_url"),
+            ProxyError::PolicyViolation(_) => Some("policy_violation"),
             ProxyError::Forbidden(_)
             | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadTarget(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::ShuttingDown
+            | ProxyError::Internal(_) => None,
+        }
+    }
+
+    /// The request field at fault, for the OpenAI `param` field.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            ProxyError::PolicyViolation(v) => Some(v.field.as_str()),
+            ProxyError::Unauthorized(_)
+            | ProxyError::Forbidden(_)
+            | ProxyError::UnknownEndpoint { .. }
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::ModelNotFound(_)
+            | ProxyError::BodyTooLarge { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
@@ -137,7 +165,7 @@ impl ProxyError {
     /// becomes an HTTP response.
     pub fn into_response(self, family: ApiFamily) -> Response<Body> {
         let status = self.status();
-        let body = family.dialect().error_body(self.class(), self.code(), &self.to_string());
+        let body = family.dialect().error_body(self.class(), self.code(), self.param(), &self.to_string());
         error_response(status, body)
     }
 }

@@ -5,6 +5,8 @@
 //! - [`config`]: `proxy.yaml` types, `${ENV}` interpolation, compilation into a
 //!   [`config::Snapshot`], and `file:line:col` diagnostics.
 //! - [`server`]: listeners (API and admin), TLS, HTTP/1.1 + HTTP/2, graceful drain.
+//! - [`policy`]: policy files (YAML), their compilation, the `limits` rules, hot reload and
+//!   `warden test`.
 //! - [`pipeline`]: the life of one proxied request, one module per stage.
 //! - [`provider`]: everything that differs between the OpenAI and Anthropic APIs, and the
 //!   built-in mock provider.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod provider;
 pub mod secret;
 pub mod server;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use warden::config::{self, LogFormat};
+use warden::policy::reload::load_snapshot;
 
 #[derive(Parser)]
 #[command(name = "warden", version, about = "LLM reverse proxy with policy enforcement")]
@@ -27,13 +28,18 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default).
     Serve,
-    /// Validate the config offline; prints `file:line:col: message` and exits 1 on error.
+    /// Validate proxy.yaml and every policy offline; prints `file:line:col: message` and
+    /// exits 1 on error.
     Check,
     /// Run the mock provider as its own server (fault directives in the `x-mock` header).
     Mock {
         #[arg(long, default_value = "127.0.0.1:9999")]
         listen: SocketAddr,
     },
+    /// Run the policy test cases (`*_test.yaml`) in DIR (default: the policy directory).
+    Test { dir: Option<PathBuf> },
+    /// Print the JSON Schema of policy files (shipped as policies/policy.schema.json).
+    Schema,
     /// Print the SHA-256 of a virtual key for `keys[].sha256` (reads the key from stdin).
     HashKey,
 }
@@ -44,6 +50,11 @@ fn main() -> ExitCode {
         Command::Serve => serve(&cli.config),
         Command::Check => return check(&cli.config),
         Command::Mock { listen } => mock(listen),
+        Command::Test { dir } => return policy_test(&cli.config, dir),
+        Command::Schema => {
+            let _ = std::io::stdout().lock().write_all(warden::policy::schema_gen::policy_schema().as_bytes());
+            return ExitCode::SUCCESS;
+        }
         Command::HashKey => hash_key(),
     };
     match result {
@@ -77,7 +88,7 @@ fn report(diags: &[config::Diagnostic]) {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+    match load_snapshot(path) {
         Ok(snap) => {
             let tls = [&snap.settings.api_tls, &snap.settings.admin_tls];
             for files in tls.into_iter().flatten() {
@@ -88,8 +99,15 @@ fn check(path: &std::path::Path) -> ExitCode {
             }
             let disabled: Vec<&str> = snap.providers.iter().filter_map(|p| p.disabled.as_deref()).collect();
             let mut out = std::io::stdout().lock();
-            let _ =
-                writeln!(out, "{}: ok ({} providers, {} keys)", path.display(), snap.providers.len(), snap.key_count());
+            let _ = writeln!(
+                out,
+                "{}: ok ({} providers, {} keys, {} policies in {} files)",
+                path.display(),
+                snap.providers.len(),
+                snap.key_count(),
+                snap.policies.policies.len(),
+                snap.policies.files.len()
+            );
             for d in disabled {
                 let _ = writeln!(out, "note: {d}");
             }
@@ -103,7 +121,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
-    let snapshot = match config::load(path) {
+    // Load once up front for the log settings and to report errors before anything binds.
+    let snapshot = match load_snapshot(path) {
         Ok(s) => s,
         Err(diags) => {
             report(&diags);
@@ -114,15 +133,51 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     for reason in snapshot.providers.iter().filter_map(|p| p.disabled.as_deref()) {
         tracing::info!(target: "warden", "{reason}");
     }
+    drop(snapshot);
     runtime()?.block_on(async move {
-        let app = warden::state::AppState::new(snapshot);
-        let running = warden::server::start(app).await.context("binding listeners")?;
+        let running = match warden::server::start_from_file(path, true).await {
+            Ok(r) => r,
+            Err(warden::server::StartError::Config(diags)) => {
+                report(&diags);
+                anyhow::bail!("invalid configuration in {}", path.display());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("binding listeners")),
+        };
         shutdown_signal().await;
         tracing::info!(target: "warden", "shutting down: draining in-flight requests");
         running.shutdown().await;
         tracing::info!(target: "warden", "stopped");
         Ok(())
     })
+}
+
+fn policy_test(config_path: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
+    let mut snap = match config::load(config_path) {
+        Ok(s) => s,
+        Err(diags) => {
+            report(&diags);
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = dir.unwrap_or_else(|| snap.settings.policies_dir.clone());
+    if let Err(diags) = warden::policy::reload::load_policies_into(&mut snap, &dir) {
+        report(&diags);
+        return ExitCode::FAILURE;
+    }
+    match warden::policy::testing::run_dir(&snap, &dir) {
+        Ok((report_text, ok)) => {
+            let _ = std::io::stdout().lock().write_all(report_text.as_bytes());
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(diags) => {
+            report(&diags);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn mock(listen: SocketAddr) -> anyhow::Result<()> {

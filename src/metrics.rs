@@ -23,6 +23,12 @@ pub struct Metrics {
     /// Requests warden refused or failed itself. Labels: kind (fixed set).
     pub errors: IntCounterVec,
     pub build_info: IntGaugeVec,
+    /// Reload attempts by result: ok, unchanged, error.
+    pub policy_reloads: IntCounterVec,
+    /// 1 for the live policy version and hash.
+    pub policy_info: IntGaugeVec,
+    /// Policy rule outcomes. Labels: policy, rule, decision (block, would_block, clamp, default).
+    pub policy_decisions: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -80,6 +86,18 @@ impl Metrics {
             &["version"],
         ));
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let policy_reloads = must(IntCounterVec::new(
+            Opts::new("warden_policy_reloads_total", "Configuration and policy reloads, by result."),
+            &["result"],
+        ));
+        let policy_info = must(IntGaugeVec::new(
+            Opts::new("warden_policy_info", "1 for the live policy snapshot's version and hash."),
+            &["version", "hash"],
+        ));
+        let policy_decisions = must(IntCounterVec::new(
+            Opts::new("warden_policy_decisions_total", "Policy rule outcomes: block, would_block, clamp, default."),
+            &["policy", "rule", "decision"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -89,10 +107,32 @@ impl Metrics {
             Box::new(overhead.clone()),
             Box::new(errors.clone()),
             Box::new(build_info.clone()),
+            Box::new(policy_reloads.clone()),
+            Box::new(policy_info.clone()),
+            Box::new(policy_decisions.clone()),
         ] {
             must(registry.register(c));
         }
-        Metrics { registry, requests, duration, upstream_duration, ttfb, in_flight, overhead, errors, build_info }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_duration,
+            ttfb,
+            in_flight,
+            overhead,
+            errors,
+            build_info,
+            policy_reloads,
+            policy_info,
+            policy_decisions,
+        }
+    }
+
+    /// Shows only the live policy version (old label sets are removed).
+    pub fn set_policy_info(&self, version: u64, hash: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[version.to_string().as_str(), hash]).set(1);
     }
 
     /// The registry in the Prometheus text exposition format.

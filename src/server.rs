@@ -65,6 +65,31 @@ impl Running {
     }
 }
 
+/// Why warden could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration")]
+    Config(Vec<crate::config::Diagnostic>),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Loads `proxy.yaml` and its policies, starts both listeners and, with `watch`, the hot
+/// reloader (file watcher and SIGHUP). What `warden serve` runs.
+pub async fn start_from_file(config_path: &Path, watch: bool) -> Result<Running, StartError> {
+    let mut snap = crate::policy::reload::load_snapshot(config_path).map_err(StartError::Config)?;
+    snap.policies.version = 1;
+    let app = AppState::new(snap);
+    crate::policy::reload::initial(&app);
+    let running = start(app.clone()).await?;
+    if watch {
+        if let Err(e) = crate::policy::reload::watch(app, config_path.to_path_buf()) {
+            tracing::warn!(target: "warden", "file watching is off ({e}); reload with SIGHUP");
+        }
+    }
+    Ok(running)
+}
+
 /// Binds both listeners from the snapshot's settings and starts serving.
 pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let settings = app.snapshot.load().settings.clone();

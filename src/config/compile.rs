@@ -33,6 +33,7 @@ pub struct Settings {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    pub policies_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +116,11 @@ pub struct Snapshot {
     /// refused before its body is read.
     pub any_passthrough: bool,
     pub models: Vec<ModelInfo>,
+    /// The compiled policy files; empty until `policy::reload::load_snapshot` adds them.
+    pub policies: crate::policy::PolicySet,
+    /// A short hash of proxy.yaml's text and every policy file: an unchanged hash on reload
+    /// means nothing to swap.
+    pub source_hash: String,
 }
 
 /// A request's model resolved to a provider.
@@ -127,6 +133,21 @@ pub struct RouteMatch<'a> {
 }
 
 impl Snapshot {
+    pub fn key_names(&self) -> Vec<&str> {
+        self.keys.values().map(|k| k.name.as_str()).collect()
+    }
+
+    pub fn key_by_name(&self, name: &str) -> Option<&Arc<VirtualKey>> {
+        self.keys.values().find(|k| k.name == name)
+    }
+
+    pub fn team_names(&self) -> Vec<&str> {
+        let mut teams: Vec<&str> = self.keys.values().map(|k| k.team.as_str()).collect();
+        teams.sort_unstable();
+        teams.dedup();
+        teams
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
@@ -254,6 +275,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         max_header_bytes: limits.max_header_bytes.map_or(64 << 10, |n| n as usize).max(8192),
         header_read_timeout: limits.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
         drain_timeout: limits.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        policies_dir: base_dir.join(raw.policies.dir.as_deref().unwrap_or("policies")),
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();
@@ -351,6 +373,8 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         aliases: HashMap::new(),
         keys,
         models,
+        policies: crate::policy::PolicySet::default(),
+        source_hash: String::new(),
     };
     for (alias, target) in &raw.aliases {
         if snapshot.route(&target.value).is_none() {

@@ -38,6 +38,15 @@ pub struct RawConfig {
     pub aliases: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub policies: RawPolicies,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    /// Directory of policy files, relative to proxy.yaml. Default `policies`.
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

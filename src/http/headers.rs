@@ -19,6 +19,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-warden-request-id");
 pub const OVERHEAD_MS: HeaderName = HeaderName::from_static("x-warden-overhead-ms");
+pub const POLICY: HeaderName = HeaderName::from_static("x-warden-policy");
+pub const WOULD_BLOCK: HeaderName = HeaderName::from_static("x-warden-would-block");
+pub const POLICY_VERSION: HeaderName = HeaderName::from_static("x-warden-policy-version");
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const API_KEY: HeaderName = HeaderName::from_static("api-key");
 

@@ -37,6 +37,10 @@ pub struct RequestCtx {
     /// Time spent waiting for the upstream's response headers.
     pub upstream_wait: Duration,
     pub error_kind: Option<&'static str>,
+    /// The policies that applied (comma-separated), for `x-warden-policy` and the log.
+    pub policies: Option<String>,
+    /// Monitor-mode violations (`policy:rule`, comma-separated), for `x-warden-would-block`.
+    pub would_block: Option<String>,
 }
 
 impl RequestCtx {
@@ -56,6 +60,8 @@ impl RequestCtx {
             stream: false,
             upstream_wait: Duration::ZERO,
             error_kind: None,
+            policies: None,
+            would_block: None,
         }
     }
 

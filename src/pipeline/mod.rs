@@ -9,6 +9,7 @@
 //!       ─ parse::view              `model`, `stream`; 400 naming a wrong field
 //!       ─ route::resolve           model/alias → provider from config only (no SSRF)
 //!       ─ auth::authorize          key may use provider; pick upstream credential
+//!       ─ policy::evaluate         matching policies' `limits` → block / monitor / clamp
 //!       ─ upstream::send           credential swap, first-byte timeout
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB
 //!   finish (Drop) ─ metrics + one log line, when the body ends or the client goes
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod ctx;
 pub mod finish;
 pub mod parse;
+pub mod policy;
 pub mod respond;
 pub mod route;
 pub mod upstream;
@@ -97,7 +99,6 @@ where
     let view = parse::view(endpoint, &parts.method, &body)?;
     cx.stream = view.stream;
     let routed = route::resolve(&snap, cx.family, view.model.as_deref())?;
-    drop(view);
     let passthrough_id = match &identity {
         auth::Identity::Unverified { id, .. } => Some(id.clone()),
         auth::Identity::Key(_) => None,
@@ -108,9 +109,23 @@ where
     }
     cx.key = key;
     cx.provider = Some(routed.provider.clone());
-    cx.route_label = Some(routed.label);
-    if let Some(model) = &routed.rewrite_model {
-        body = rewrite_model(&body, model)?;
+    cx.route_label = Some(routed.label.clone());
+
+    let facts = policy::Facts {
+        key: cx.key.as_deref(),
+        endpoint,
+        model: view.model.as_deref(),
+        upstream_model: routed.rewrite_model.as_deref(),
+        provider: Some(routed.provider.name.as_str()),
+    };
+    let (decision, parsed) = policy::evaluate(&snap, &facts, &body)?;
+    drop(view);
+    policy::record(app, cx, &decision);
+    if let Some(v) = decision.block {
+        return Err(ProxyError::PolicyViolation(Box::new(v)));
+    }
+    if routed.rewrite_model.is_some() || decision.set_tokens.is_some() {
+        body = policy::rewrite(&body, parsed, routed.rewrite_model.as_deref(), decision.set_tokens.as_ref())?;
     }
 
     let provider = &routed.provider;
@@ -124,14 +139,4 @@ where
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
     Ok((resp, Some(timeouts)))
-}
-
-/// Replaces `model` for an alias. The only case in which warden re-serialises a body.
-fn rewrite_model(body: &[u8], model: &str) -> Result<bytes::Bytes, ProxyError> {
-    let mut v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("model".into(), serde_json::Value::String(model.to_string()));
-    }
-    serde_json::to_vec(&v).map(Into::into).map_err(|e| ProxyError::Internal(e.to_string()))
 }

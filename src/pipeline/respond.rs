@@ -15,7 +15,7 @@ use tokio::time::Sleep;
 
 use super::finish::{Finish, Outcome};
 use crate::http::body::{Body, BodyError};
-use crate::http::headers::{sanitize_response, OVERHEAD_MS, REQUEST_ID};
+use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, WOULD_BLOCK};
 
 /// Timeouts that apply while the body streams.
 pub struct BodyTimeouts {
@@ -34,6 +34,12 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
         parts.headers.insert(OVERHEAD_MS, v);
     }
+    for (name, value) in [(POLICY, &fin.cx.policies), (WOULD_BLOCK, &fin.cx.would_block)] {
+        if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            parts.headers.insert(name, v);
+        }
+    }
+    parts.headers.insert(POLICY_VERSION, HeaderValue::from(fin.cx.snapshot.policies.version));
     fin.status = Some(parts.status);
     if http_body::Body::is_end_stream(&body) {
         fin.outcome = Outcome::Complete;

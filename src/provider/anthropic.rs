@@ -33,7 +33,7 @@ impl Dialect for Anthropic {
         ApiFamily::Anthropic
     }
 
-    fn error_body(&self, class: ErrorClass, _code: Option<&str>, message: &str) -> Bytes {
+    fn error_body(&self, class: ErrorClass, _code: Option<&str>, _param: Option<&str>, message: &str) -> Bytes {
         Bytes::from(format!(
             r#"{{"type":"error","error":{{"type":"{}","message":{}}}}}"#,
             Self::error_type(class),
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn error_body_has_anthropic_shape() {
-        let body = Anthropic.error_body(ErrorClass::TooLarge, None, "too big");
+        let body = Anthropic.error_body(ErrorClass::TooLarge, None, None, "too big");
         assert_eq!(&body[..], br#"{"type":"error","error":{"type":"request_too_large","message":"too big"}}"#);
     }
 }

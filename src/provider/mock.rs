@@ -132,6 +132,8 @@ impl Directives {
 /// What the reply consists of, shared by every response shape.
 struct Reply {
     words: Vec<String>,
+    /// Cut short by the request's output-token limit (finish reason `length` / `max_tokens`).
+    truncated: bool,
     tool: Option<(String, String)>,
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -170,7 +172,7 @@ fn build_reply(d: &Directives, body: &[u8]) -> Reply {
     let tool =
         d.tool.clone().map(|name| (name, d.tool_args.clone().unwrap_or_else(|| r#"{"location":"Paris"}"#.to_string())));
     let completion_tokens = if tool.is_some() { 12 } else { words.len().max(1) as u64 };
-    Reply { words, tool, prompt_tokens: (body.len() as u64 / 4).max(1), completion_tokens }
+    Reply { words, truncated: false, tool, prompt_tokens: (body.len() as u64 / 4).max(1), completion_tokens }
 }
 
 fn split_keep_spaces(text: &str) -> Vec<String> {
@@ -227,7 +229,16 @@ impl Mock {
         };
         let model = req.get("model").and_then(Value::as_str).unwrap_or(MOCK_MODEL).to_string();
         let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let reply = build_reply(&d, &body);
+        let mut reply = build_reply(&d, &body);
+        let limit = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|f| req.get(*f).and_then(Value::as_u64))
+            .and_then(|n| usize::try_from(n).ok());
+        if let Some(limit) = limit.filter(|l| *l < reply.words.len() && reply.tool.is_none()) {
+            reply.words.truncate(limit.max(1));
+            reply.completion_tokens = reply.words.len() as u64;
+            reply.truncated = true;
+        }
         let id = self.stats.requests.load(Ordering::Relaxed);
         let shape = Shape { model, id, reply, d: d.clone() };
         match (endpoint, stream) {
@@ -290,7 +301,7 @@ fn mock_error(family: ApiFamily, status: StatusCode, msg: &str, retry_after: Opt
         _ => ErrorClass::Upstream,
     };
     let code = (status == StatusCode::TOO_MANY_REQUESTS).then_some("rate_limit_exceeded");
-    let mut resp = error_response(status, family.dialect().error_body(class, code, msg));
+    let mut resp = error_response(status, family.dialect().error_body(class, code, None, msg));
     if let Some(ra) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
         resp.headers_mut().insert(http::header::RETRY_AFTER, ra);
     }
@@ -330,6 +341,14 @@ impl Shape {
         })
     }
 
+    fn text_finish(&self) -> &'static str {
+        if self.reply.truncated {
+            "length"
+        } else {
+            "stop"
+        }
+    }
+
     fn chat_id(&self) -> String {
         format!("chatcmpl-mock{:08}", self.id)
     }
@@ -346,7 +365,7 @@ impl Shape {
             Some(tc) => {
                 (json!({"role": "assistant", "content": null, "tool_calls": [tc], "refusal": null}), "tool_calls")
             }
-            None => (json!({"role": "assistant", "content": self.reply.text(), "refusal": null}), "stop"),
+            None => (json!({"role": "assistant", "content": self.reply.text(), "refusal": null}), self.text_finish()),
         };
         Bytes::from(
             json!({
@@ -382,7 +401,7 @@ impl Shape {
                 for p in self.pieces() {
                     ev.push(self.chat_chunk(json!({"content": p}), None));
                 }
-                "stop"
+                self.text_finish()
             }
         };
         ev.push(self.chat_chunk(json!({}), Some(finish)));
@@ -535,7 +554,7 @@ impl Shape {
                     "tool_use",
                 )
             }
-            None => (json!([{"type": "text", "text": r.text()}]), "end_turn"),
+            None => (json!([{"type": "text", "text": r.text()}]), if r.truncated { "max_tokens" } else { "end_turn" }),
         };
         json!({
             "id": self.message_id(), "type": "message", "role": "assistant", "model": self.model,
@@ -576,7 +595,11 @@ impl Shape {
                         "delta": {"type": "text_delta", "text": p}}),
                     ));
                 }
-                "end_turn"
+                if r.truncated {
+                    "max_tokens"
+                } else {
+                    "end_turn"
+                }
             }
         };
         ev.push(sse_event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));

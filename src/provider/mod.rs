@@ -93,6 +93,37 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint for a metric label (the inverse of [`Endpoint::label`]).
+    pub fn from_label(label: &str) -> Option<Endpoint> {
+        [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+            Endpoint::Responses,
+            Endpoint::Models,
+            Endpoint::Messages,
+            Endpoint::CountTokens,
+            Endpoint::Other,
+        ]
+        .into_iter()
+        .find(|e| e.label() == label)
+    }
+
+    /// The output-token limit fields a request may carry, in the order they are read.
+    pub fn max_tokens_fields(self) -> &'static [&'static str] {
+        match self {
+            Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
+            Endpoint::Completions | Endpoint::Messages => &["max_tokens"],
+            Endpoint::Responses => &["max_output_tokens"],
+            Endpoint::Embeddings | Endpoint::Models | Endpoint::CountTokens | Endpoint::Other => &[],
+        }
+    }
+
+    /// The field warden sets when a policy fills in or lowers the output-token limit.
+    pub fn max_tokens_field(self) -> Option<&'static str> {
+        self.max_tokens_fields().first().copied()
+    }
+
     /// The method a named endpoint accepts (`None`: any, for pass-through paths).
     pub fn method(self) -> Option<Method> {
         match self {
@@ -146,7 +177,7 @@ pub trait Dialect: Sync {
     fn family(&self) -> ApiFamily;
 
     /// The family's native error body, so the official SDKs raise their own typed errors.
-    fn error_body(&self, class: ErrorClass, code: Option<&str>, message: &str) -> Bytes;
+    fn error_body(&self, class: ErrorClass, code: Option<&str>, param: Option<&str>, message: &str) -> Bytes;
 
     /// The family's `GET /v1/models` listing.
     fn models_body(&self, models: &[ModelInfo]) -> Bytes;

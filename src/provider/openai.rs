@@ -27,12 +27,14 @@ impl Dialect for OpenAi {
         ApiFamily::OpenAi
     }
 
-    fn error_body(&self, class: ErrorClass, code: Option<&str>, message: &str) -> Bytes {
+    fn error_body(&self, class: ErrorClass, code: Option<&str>, param: Option<&str>, message: &str) -> Bytes {
         let code = code.map_or_else(|| "null".to_string(), json_str);
+        let param = param.map_or_else(|| "null".to_string(), json_str);
         Bytes::from(format!(
-            r#"{{"error":{{"message":{},"type":"{}","param":null,"code":{}}}}}"#,
+            r#"{{"error":{{"message":{},"type":"{}","param":{},"code":{}}}}}"#,
             json_str(message),
             Self::error_type(class),
+            param,
             code
         ))
     }
@@ -62,7 +64,7 @@ mod tests {
 
     #[test]
     fn error_body_has_openai_shape() {
-        let body = OpenAi.error_body(ErrorClass::Authentication, Some("invalid_api_key"), "bad \"key\"");
+        let body = OpenAi.error_body(ErrorClass::Authentication, Some("invalid_api_key"), None, "bad \"key\"");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v["error"]["message"], "bad \"key\"");
         assert_eq!(v["error"]["type"], "invalid_request_error");

@@ -215,3 +215,72 @@ pub const MESSAGES_STREAM: &str =
     r#"{"model":"mock-1","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 pub const BEARER: (&str, &str) = ("authorization", "Bearer sk-warden-demo");
 pub const XKEY: (&str, &str) = ("x-api-key", "sk-warden-demo");
+
+/// A temporary directory holding `proxy.yaml` and a `policies/` directory.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new(config_yaml: &str, policies: &[(&str, &str)]) -> ConfigDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("proxy.yaml"), config_yaml).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let cd = ConfigDir { dir };
+        for (name, text) in policies {
+            cd.write_policy(name, text);
+        }
+        cd
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("proxy.yaml")
+    }
+
+    pub fn policy_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("policies").join(name)
+    }
+
+    pub fn write_policy(&self, name: &str, text: &str) {
+        std::fs::write(self.policy_path(name), text).unwrap();
+    }
+}
+
+impl TestProxy {
+    /// warden as `warden serve` runs it: from files, with the hot reloader watching them.
+    /// The config's `${VAR}`s come from the process environment here.
+    pub async fn start_from(config: &ConfigDir) -> TestProxy {
+        let running = match warden::server::start_from_file(&config.config_path(), true).await {
+            Ok(r) => r,
+            Err(warden::server::StartError::Config(d)) => {
+                panic!("config: {}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+            }
+            Err(e) => panic!("start: {e}"),
+        };
+        TestProxy { api: running.api_addr, admin: running.admin_addr, running: Some(running) }
+    }
+}
+
+/// A config with only the in-process mock, for policy tests: keys `demo` (team demo) and
+/// `public-web` (team public, label exposure=public).
+pub fn policy_config() -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+providers:
+  - {{ name: local, kind: mock }}
+routes:
+  - {{ model: "mock-*", provider: local }}
+  - {{ model: "gpt-*", provider: local }}
+aliases:
+  cheap: mock-1
+keys:
+  - {{ name: demo, sha256: {DEMO_SHA}, team: demo }}
+  - {{ name: public-web, sha256: 76dfd30f65102d5924e08d70fca43cfc1ef108ba1ef51527fe477336a06d0f40, team: public, labels: {{ exposure: public }} }}
+"#
+    )
+}
+
+pub const PUBLIC: (&str, &str) = ("authorization", "Bearer sk-warden-public-demo");
+pub const PUBLIC_X: (&str, &str) = ("x-api-key", "sk-warden-public-demo");

@@ -1,0 +1,329 @@
+//! Raw policy files → an immutable [`PolicySet`]: every semantic check against the live
+//! `proxy.yaml` (unknown key, team, model or route names, ceilings below 1, ranges the wrong
+//! way round, duplicate names) with the offending value's location, globs compiled, and an
+//! index so that finding a request's policies costs a few hash lookups.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_saphyr::Spanned;
+
+use super::{route_hint, LoadedFile, Mode, OnExceed, RawLimits, RawPolicy, ROUTE_NAMES};
+use crate::config::diag::did_you_mean;
+use crate::config::glob::Glob;
+use crate::config::{Diagnostic, Snapshot, VirtualKey};
+use crate::provider::Endpoint;
+
+/// The compiled policies of one load.
+#[derive(Default)]
+pub struct PolicySet {
+    /// Increases with every successful reload.
+    pub version: u64,
+    /// A short hash of every policy file's name and bytes.
+    pub hash: String,
+    pub files: Vec<String>,
+    /// Sorted by priority (highest first), then name: the order in which they apply.
+    pub policies: Vec<Policy>,
+    /// Policies that name literal keys, by key name.
+    by_key: HashMap<String, Vec<usize>>,
+    /// Policies that name teams (and no keys), by team.
+    by_team: HashMap<String, Vec<usize>>,
+    /// Everything else; checked for every request.
+    general: Vec<usize>,
+}
+
+pub struct Policy {
+    pub name: String,
+    pub priority: i32,
+    keys: Vec<Glob>,
+    teams: Vec<String>,
+    labels: Vec<(String, String)>,
+    models: Vec<Glob>,
+    providers: Vec<String>,
+    routes: Vec<Endpoint>,
+    pub limits: Option<Limits>,
+}
+
+/// A rule's setting plus whether it enforces or only records.
+#[derive(Debug, Clone)]
+pub struct Rule<T> {
+    pub value: T,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelLists {
+    pub allow: Option<Vec<Glob>>,
+    pub deny: Vec<Glob>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TokenCeiling {
+    pub max: u64,
+    pub default: u64,
+    pub on_exceed: OnExceed,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub models: Option<Rule<ModelLists>>,
+    pub max_tokens: Option<Rule<TokenCeiling>>,
+    pub max_n: Option<Rule<u64>>,
+    pub temperature: Option<Rule<Range>>,
+    pub top_p: Option<Rule<Range>>,
+    pub tools: Option<Rule<HashSet<String>>>,
+    pub max_tool_iterations: Rule<u64>,
+}
+
+/// What a request is, for matching.
+pub struct Facts<'a> {
+    pub key: Option<&'a VirtualKey>,
+    pub endpoint: Endpoint,
+    /// The model as the client named it.
+    pub model: Option<&'a str>,
+    /// The model the upstream receives (an alias's target), when different.
+    pub upstream_model: Option<&'a str>,
+    /// The provider the request is routed to.
+    pub provider: Option<&'a str>,
+}
+
+impl Policy {
+    fn matches(&self, f: &Facts) -> bool {
+        let key_name = f.key.map_or("", |k| k.name.as_str());
+        let team = f.key.map_or("", |k| k.team.as_str());
+        (self.keys.is_empty() || (f.key.is_some() && self.keys.iter().any(|g| g.matches(key_name))))
+            && (self.teams.is_empty() || self.teams.iter().any(|t| t == team))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| f.key.is_some_and(|key| key.labels.iter().any(|(a, b)| a == k && b == v)))
+            && (self.models.is_empty()
+                || self
+                    .models
+                    .iter()
+                    .any(|g| f.model.is_some_and(|m| g.matches(m)) || f.upstream_model.is_some_and(|m| g.matches(m))))
+            && (self.providers.is_empty() || f.provider.is_some_and(|p| self.providers.iter().any(|n| n == p)))
+            && (self.routes.is_empty() || self.routes.contains(&f.endpoint))
+    }
+}
+
+impl PolicySet {
+    /// The policies that apply to a request, in application order.
+    pub fn resolve(&self, f: &Facts) -> Vec<&Policy> {
+        let mut idx: Vec<usize> = self.general.clone();
+        if let Some(k) = f.key {
+            idx.extend(self.by_key.get(&k.name).into_iter().flatten());
+            idx.extend(self.by_team.get(&k.team).into_iter().flatten());
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| &self.policies[i]).filter(|p| p.matches(f)).collect()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>, hint: Option<String>) {
+        self.diags.push(Diagnostic::at(self.file, at.referenced, msg).with_hint(hint));
+    }
+
+    fn glob(&mut self, v: &Spanned<String>) -> Option<Glob> {
+        match Glob::new(&v.value) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.err(v, e, None);
+                None
+            }
+        }
+    }
+
+    fn ceiling(&mut self, v: &Spanned<i64>, what: &str) -> u64 {
+        if v.value < 1 {
+            self.err(v, format!("{what} must be at least 1, got {}", v.value), None);
+            return 1;
+        }
+        v.value.unsigned_abs()
+    }
+
+    fn range(&mut self, r: &super::RangeRule, what: &str, lo: f64, hi: f64) -> Range {
+        for v in [&r.min, &r.max].into_iter().flatten() {
+            if !(lo..=hi).contains(&v.value) {
+                self.err(v, format!("{what} bounds must be between {lo} and {hi}, got {}", v.value), None);
+            }
+        }
+        if let (Some(min), Some(max)) = (&r.min, &r.max) {
+            if min.value > max.value {
+                self.err(
+                    min,
+                    format!("{what} range is the wrong way round: min {} is above max {}", min.value, max.value),
+                    None,
+                );
+            }
+        }
+        Range { min: r.min.as_ref().map(|v| v.value), max: r.max.as_ref().map(|v| v.value) }
+    }
+}
+
+/// Compiles parsed policy files against the config they will run with.
+pub fn compile_policies(files: &[LoadedFile], hash: String, config: &Snapshot) -> Result<PolicySet, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let key_names: Vec<&str> = config.key_names();
+    let teams: Vec<&str> = config.team_names();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut policies = Vec::new();
+    for f in files {
+        let mut cx = Cx { file: &f.display, diags: &mut diags };
+        for p in &f.file.policies {
+            let here = format!("{}:{}:{}", f.display, p.name.referenced.line(), p.name.referenced.column());
+            if let Some(first) = seen.get(&p.name.value) {
+                cx.err(
+                    &p.name,
+                    format!("duplicate policy name `{}`", p.name.value),
+                    Some(format!("first defined at {first}")),
+                );
+                continue;
+            }
+            if p.name.value.trim().is_empty() {
+                cx.err(&p.name, "policy name must not be empty", None);
+            }
+            seen.insert(p.name.value.clone(), here);
+            policies.push(compile_one(&mut cx, p, &key_names, &teams, config));
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    policies.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
+    let mut set = PolicySet {
+        version: 0,
+        hash,
+        files: files.iter().map(|f| f.display.clone()).collect(),
+        ..PolicySet::default()
+    };
+    for (i, p) in policies.iter().enumerate() {
+        let literal_keys = !p.keys.is_empty() && p.keys.iter().all(Glob::is_literal);
+        if literal_keys {
+            for k in &p.keys {
+                set.by_key.entry(k.as_str().to_string()).or_default().push(i);
+            }
+        } else if p.keys.is_empty() && !p.teams.is_empty() {
+            for t in &p.teams {
+                set.by_team.entry(t.clone()).or_default().push(i);
+            }
+        } else {
+            set.general.push(i);
+        }
+    }
+    set.policies = policies;
+    Ok(set)
+}
+
+fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], config: &Snapshot) -> Policy {
+    let m = &p.matcher;
+    let mut keys = Vec::new();
+    for k in &m.keys {
+        let Some(g) = cx.glob(k) else { continue };
+        if g.is_literal() && !key_names.contains(&k.value.as_str()) {
+            let hint = did_you_mean(&k.value, key_names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            cx.err(k, format!("unknown key `{}`: proxy.yaml defines no key by that name", k.value), hint);
+        }
+        keys.push(g);
+    }
+    for t in &m.teams {
+        if !teams.contains(&t.value.as_str()) {
+            let hint = did_you_mean(&t.value, teams.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            cx.err(t, format!("unknown team `{}`: no key in proxy.yaml has that team", t.value), hint);
+        }
+    }
+    let mut models = Vec::new();
+    for v in &m.models {
+        let Some(g) = cx.glob(v) else { continue };
+        if g.is_literal() && config.route(&v.value).is_none() {
+            let names: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
+            let hint = did_you_mean(&v.value, names).map(|s| format!("did you mean `{s}`?"));
+            cx.err(v, format!("unknown model or alias `{}`: no route in proxy.yaml matches it", v.value), hint);
+        }
+        models.push(g);
+    }
+    let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+    for p in &m.providers {
+        if !provider_names.contains(&p.value.as_str()) {
+            let hint = did_you_mean(&p.value, provider_names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            cx.err(p, format!("unknown provider `{}`", p.value), hint);
+        }
+    }
+    let mut routes = Vec::new();
+    for r in &m.routes {
+        match ROUTE_NAMES.iter().position(|n| *n == r.value) {
+            Some(_) => routes.extend(Endpoint::from_label(&r.value)),
+            None => cx.err(r, format!("unknown route `{}`", r.value), route_hint(&r.value)),
+        }
+    }
+    Policy {
+        name: p.name.value.clone(),
+        priority: p.priority,
+        keys,
+        teams: m.teams.iter().map(|t| t.value.clone()).collect(),
+        labels: m.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        models,
+        providers: m.providers.iter().map(|p| p.value.clone()).collect(),
+        routes,
+        limits: p.limits.as_ref().map(|l| compile_limits(cx, l, p.mode)),
+    }
+}
+
+fn compile_limits(cx: &mut Cx, l: &RawLimits, policy_mode: Mode) -> Limits {
+    // The most specific mode wins: rule, then section, then policy.
+    let section = l.mode.unwrap_or(policy_mode);
+    let mode = |m: Option<Mode>| m.unwrap_or(section);
+    Limits {
+        models: l.models.as_ref().map(|r| Rule {
+            value: ModelLists {
+                allow: r.allow.as_ref().map(|a| a.iter().filter_map(|v| cx.glob(v)).collect()),
+                deny: r.deny.iter().filter_map(|v| cx.glob(v)).collect(),
+            },
+            mode: mode(r.mode),
+        }),
+        max_tokens: l.max_tokens.as_ref().map(|r| {
+            let max = cx.ceiling(&r.max, "max_tokens.max");
+            let default = match &r.default {
+                Some(d) => {
+                    let v = cx.ceiling(d, "max_tokens.default");
+                    if v > max {
+                        cx.err(d, format!("max_tokens.default {v} is above max_tokens.max {max}"), None);
+                    }
+                    v
+                }
+                None => max,
+            };
+            Rule { value: TokenCeiling { max, default, on_exceed: r.on_exceed }, mode: mode(r.mode) }
+        }),
+        max_n: l.max_n.as_ref().map(|r| Rule { value: cx.ceiling(&r.max, "max_n.max"), mode: mode(r.mode) }),
+        temperature: l
+            .temperature
+            .as_ref()
+            .map(|r| Rule { value: cx.range(r, "temperature", 0.0, 2.0), mode: mode(r.mode) }),
+        top_p: l.top_p.as_ref().map(|r| Rule { value: cx.range(r, "top_p", 0.0, 1.0), mode: mode(r.mode) }),
+        tools: l.tools.as_ref().map(|r| Rule { value: r.allow.iter().cloned().collect(), mode: mode(r.mode) }),
+        max_tool_iterations: match &l.max_tool_iterations {
+            Some(r) => Rule { value: cx.ceiling(&r.max, "max_tool_iterations.max"), mode: mode(r.mode) },
+            None => Rule { value: DEFAULT_TOOL_ITERATIONS, mode: section },
+        },
+    }
+}
+
+/// Tool rounds allowed when a `limits` section does not say.
+pub const DEFAULT_TOOL_ITERATIONS: u64 = 10;

@@ -1,0 +1,276 @@
+//! Policy files: the raw YAML types (serde, unknown fields rejected, JSON Schema derived for
+//! editors), loading a directory of them, and the rule for how matching policies combine.
+//!
+//! # How policies combine
+//!
+//! Every policy whose `match` fits a request applies, in order of `priority` (highest first,
+//! then by name). The request must satisfy every applicable rule of every one of them, so for
+//! a ceiling or a range the strictest value wins without further rules. Where policies ask
+//! for a change rather than a verdict (`max_tokens` clamping or a default), the smallest value
+//! wins, and on a tie the policy with the higher `priority` is named. `mode: monitor` on a
+//! policy, a section or a rule turns its blocks into "would have blocked" records.
+
+pub mod compile;
+pub mod limits;
+pub mod reload;
+pub mod schema_gen;
+pub mod testing;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use compile::{compile_policies, PolicySet};
+
+use crate::config::diag::did_you_mean;
+use crate::config::Diagnostic;
+
+/// One policy file: `policies: [...]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "warden policy file")]
+pub struct PolicyFile {
+    /// The policies this file defines. Names are unique across all files.
+    pub policies: Vec<RawPolicy>,
+}
+
+/// Enforce a rule, or only record what it would have done.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Decide as if enforcing, but let the request through and record "would have blocked".
+    Monitor,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Unique policy name, shown in errors, headers and metrics.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Higher first; breaks ties between equally strict values.
+    #[serde(default)]
+    pub priority: i32,
+    /// `monitor` records instead of blocking, for every rule of this policy.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Which requests this policy applies to. Empty matches every request.
+    #[serde(default, rename = "match")]
+    pub matcher: RawMatch,
+    /// Stateless per-request checks.
+    pub limits: Option<RawLimits>,
+}
+
+/// All given conditions must hold; a list matches when any of its entries does.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Virtual key names from proxy.yaml (globs allowed).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub keys: Vec<Spanned<String>>,
+    /// Team names from proxy.yaml.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub teams: Vec<Spanned<String>>,
+    /// Key labels that must all be present with these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Requested model names or aliases (globs allowed); the alias target matches too.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub models: Vec<Spanned<String>>,
+    /// Provider names from proxy.yaml the request is routed to.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub providers: Vec<Spanned<String>>,
+    /// Endpoints: chat_completions, completions, embeddings, responses, messages,
+    /// count_tokens, models, other.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub routes: Vec<Spanned<String>>,
+}
+
+/// The `limits` section: stateless checks of a single request.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `monitor` for every rule of this section.
+    pub mode: Option<Mode>,
+    /// Which models may be requested (allow) and which never (deny). Globs.
+    pub models: Option<ModelsRule>,
+    /// Ceiling on max_tokens / max_completion_tokens / max_output_tokens.
+    pub max_tokens: Option<MaxTokensRule>,
+    /// Ceiling on `n` (OpenAI: how many choices).
+    pub max_n: Option<CeilingRule>,
+    pub temperature: Option<RangeRule>,
+    pub top_p: Option<RangeRule>,
+    /// Tool names the request may declare.
+    pub tools: Option<ToolsRule>,
+    /// Assistant tool-call rounds already in the message history. Default 10.
+    pub max_tool_iterations: Option<CeilingRule>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsRule {
+    #[schemars(with = "Option<Vec<String>>")]
+    pub allow: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub deny: Vec<Spanned<String>>,
+    pub mode: Option<Mode>,
+}
+
+/// What to do with a request above the ceiling.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceed {
+    #[default]
+    Reject,
+    /// Lower the request's value to the ceiling and forward it.
+    Clamp,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaxTokensRule {
+    /// The ceiling.
+    #[schemars(with = "i64")]
+    pub max: Spanned<i64>,
+    /// Set when the request names no limit (default: `max`).
+    #[schemars(with = "Option<i64>")]
+    pub default: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CeilingRule {
+    #[schemars(with = "i64")]
+    pub max: Spanned<i64>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RangeRule {
+    #[schemars(with = "Option<f64>")]
+    pub min: Option<Spanned<f64>>,
+    #[schemars(with = "Option<f64>")]
+    pub max: Option<Spanned<f64>>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsRule {
+    pub allow: Vec<String>,
+    pub mode: Option<Mode>,
+}
+
+/// Sections planned for later versions: named so that a file using one gets a clear error
+/// instead of being half-applied.
+const PLANNED_SECTIONS: [&str; 6] = ["budgets", "rate_limits", "injection", "schema", "cache", "retries"];
+
+/// A parsed policy file and where it came from.
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub display: String,
+    pub file: PolicyFile,
+}
+
+/// Whether a path in the policy directory is a policy file (tests and hidden files are not).
+pub fn is_policy_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with("_test.yaml")
+        && !name.ends_with("_test.yml")
+}
+
+/// Reads and parses every policy file in `dir` (sorted by name). A missing directory is an
+/// empty policy set.
+pub fn load_dir(dir: &Path) -> Result<(Vec<LoadedFile>, String), Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut files = Vec::new();
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_policy_file(p)).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(vec![Diagnostic {
+                file: dir.display().to_string(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read the policy directory: {e}"),
+                hint: None,
+            }])
+        }
+    };
+    paths.sort();
+    // The hash covers every file's name and bytes: what `warden_policy_info` reports.
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    for path in paths {
+        let display = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic {
+                    file: display,
+                    line: 1,
+                    col: 1,
+                    message: format!("cannot read: {e}"),
+                    hint: None,
+                });
+                continue;
+            }
+        };
+        hasher.update(display.as_bytes());
+        hasher.update(text.as_bytes());
+        match parse(&display, &text) {
+            Ok(file) => files.push(LoadedFile { path, display, file }),
+            Err(d) => diags.push(d),
+        }
+    }
+    if diags.is_empty() {
+        Ok((files, crate::secret::hex(&hasher.finish().as_ref()[..8])))
+    } else {
+        Err(diags)
+    }
+}
+
+/// Parses one policy file's text.
+pub fn parse(display: &str, text: &str) -> Result<PolicyFile, Diagnostic> {
+    serde_saphyr::from_str::<PolicyFile>(text).map_err(|e| {
+        let mut d = Diagnostic::from_yaml(display, &e);
+        if let Some(planned) = PLANNED_SECTIONS.iter().find(|s| d.message.starts_with(&format!("unknown field `{s}`")))
+        {
+            d.message = format!("the `{planned}` section is not implemented in this version of warden");
+            d.hint = Some("remove it; sections available now: limits".into());
+        } else if d.hint.is_none() {
+            // A typo of a planned section still deserves a pointer to the right name.
+            let field = d.message.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
+            if let Some(near) = field.and_then(|f| did_you_mean(f, PLANNED_SECTIONS)) {
+                d.hint = Some(format!("did you mean `{near}`? (not implemented in this version of warden)"));
+            }
+        }
+        d
+    })
+}
+
+/// Endpoint names a policy may match on.
+pub const ROUTE_NAMES: [&str; 8] =
+    ["chat_completions", "completions", "embeddings", "responses", "models", "messages", "count_tokens", "other"];
+
+pub(crate) fn route_hint(name: &str) -> Option<String> {
+    did_you_mean(name, ROUTE_NAMES).map(|s| format!("did you mean `{s}`?"))
+}
