@@ -27,7 +27,7 @@ impl Diagnostic {
     /// A YAML syntax or type error from the deserializer, with its own location.
     pub fn from_yaml(file: &str, err: &serde_saphyr::Error) -> Diagnostic {
         let (line, col) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let message = yaml_message(err);
+        let message = friendlier(yaml_message(err));
         let hint = unknown_field_hint(&message);
         Diagnostic { file: file.to_string(), line, col, message, hint }
     }
@@ -53,6 +53,16 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
     match first.split_once(": ") {
         Some((pos, rest)) if pos.starts_with("line ") => rest.to_string(),
         _ => first.to_string(),
+    }
+}
+
+/// Plain words for the deserializer's type names.
+fn friendlier(message: String) -> String {
+    match message.as_str() {
+        "invalid i64" | "invalid u64" | "invalid i32" | "invalid u32" => "expected a whole number".into(),
+        "invalid floating point" => "expected a number".into(),
+        "invalid boolean" => "expected true or false".into(),
+        _ => message,
     }
 }
 
