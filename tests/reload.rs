@@ -123,9 +123,9 @@ async fn reload_under_load_never_drops_a_request() {
     for c in clients {
         tokio::time::timeout(Duration::from_secs(15), c).await.expect("a client hung").unwrap();
     }
+    let live = get(&admin, &[]).await.json();
     let s = seen.lock().unwrap();
     assert!(s.failures.is_empty(), "{} inconsistent responses, first: {}", s.failures.len(), s.failures[0]);
-    let live = get(&admin, &[]).await.json();
     assert_eq!(live["policies"][0], expected, "the last good version must be live");
     assert_eq!(live["version"], 51, "one swap per valid edit, none for invalid ones");
 
