@@ -6,7 +6,8 @@
 # per request at that throughput, p50/p99 at a fixed 200 req/s, time to first streamed byte,
 # and RSS idle and under load. ROUNDS rounds, targets interleaved; medians with min-max.
 #
-# Usage: benches/e2e.sh            (ROUNDS=5 SECONDS_MAX=5 SECONDS_RATE=10 by default)
+# Usage: benches/e2e.sh            (ROUNDS=5 SECONDS_MAX=5 SECONDS_RATE=10 by default;
+#        BENCH_POLICIES="default.yaml rollout-monitor.yaml" to run warden with shipped policies)
 # Needs root for `apt-get install nginx` if nginx is missing. Writes bench-results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,7 +65,11 @@ http {
 EOF
 "$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf
 
-# --- warden: full pipeline, no policies, logging on (to a file) ----------------------------
+# --- warden: full pipeline, logging on (to a file) ------------------------------------------
+# No policies by default; BENCH_POLICIES="default.yaml rollout-monitor.yaml" copies those
+# shipped policies in, to measure the cost of the `limits` stage.
+rm -rf "$OUT/policies"; mkdir -p "$OUT/policies"
+for p in ${BENCH_POLICIES:-}; do cp "policies/$p" "$OUT/policies/"; done
 cat >"$OUT/warden.yaml" <<EOF
 server: { listen: "127.0.0.1:$WARDEN_PORT" }
 admin: { listen: "127.0.0.1:$ADMIN_PORT" }

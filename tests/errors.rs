@@ -12,12 +12,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn setup() -> (TestMock, TestProxy) {
-    let mock = TestMock::start().await;
-    let proxy = TestProxy::start(&standard_config(mock.addr)).await;
-    (mock, proxy)
-}
-
 #[tokio::test]
 async fn missing_and_unknown_keys_get_401_in_each_format() {
     let (_mock, proxy) = setup().await;

@@ -8,12 +8,6 @@ mod common;
 use common::*;
 use http::Method;
 
-async fn setup() -> (TestMock, TestProxy) {
-    let mock = TestMock::start().await;
-    let proxy = TestProxy::start(&standard_config(mock.addr)).await;
-    (mock, proxy)
-}
-
 #[tokio::test]
 async fn chat_completions_json_and_stream() {
     let (_mock, proxy) = setup().await;

@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-async fn setup() -> (TestMock, TestProxy) {
-    let mock = TestMock::start().await;
-    let proxy = TestProxy::start(&standard_config(mock.addr)).await;
-    (mock, proxy)
-}
-
 const GPT_STREAM: &str = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::uri::{PathAndQuery, Scheme, Uri};
 use serde_saphyr::Spanned;
 
-use super::diag::{did_you_mean, Diagnostic};
+use super::diag::{hint_for, Diagnostic};
 use super::glob::Glob;
 use super::{env_reference, interpolate, Env, LogFormat, ProviderKind, RawConfig, RawTls};
 use crate::http::h1pool::H1Pool;
@@ -302,7 +302,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
     let lookup = |cx: &mut Ctx, v: &Spanned<String>| -> Option<usize> {
         let found = by_name.get(&v.value).copied();
         if found.is_none() && !provider_names.contains(&v.value.as_str()) {
-            let hint = did_you_mean(&v.value, provider_names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let hint = hint_for(&v.value, provider_names.iter().copied());
             cx.err_hint(v, format!("unknown provider `{}`", v.value), hint);
         }
         found

@@ -72,7 +72,12 @@ fn unknown_field_hint(message: &str) -> Option<String> {
     let (field, rest) = rest.split_once('`')?;
     let list = rest.split_once("expected one of ").or_else(|| rest.split_once("expected "))?.1;
     let expected = list.split(',').map(|s| s.trim().trim_matches('`'));
-    did_you_mean(field, expected).map(|s| format!("did you mean `{s}`?"))
+    hint_for(field, expected)
+}
+
+/// "did you mean `x`?" for the candidate closest to `input`, if one is close enough.
+pub fn hint_for<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    did_you_mean(input, candidates).map(|s| format!("did you mean `{s}`?"))
 }
 
 /// The candidate closest to `input` by edit distance, when it is close enough to be a typo.

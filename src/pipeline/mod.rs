@@ -118,14 +118,16 @@ where
         upstream_model: routed.rewrite_model.as_deref(),
         provider: Some(routed.provider.name.as_str()),
     };
-    let (decision, parsed) = policy::evaluate(&snap, &facts, &body)?;
+    let decision = policy::evaluate(&snap, &facts, &body)?;
+    let model_span = view.model_span.clone();
     drop(view);
     policy::record(app, cx, &decision);
     if let Some(v) = decision.block {
         return Err(ProxyError::PolicyViolation(Box::new(v)));
     }
     if routed.rewrite_model.is_some() || decision.set_tokens.is_some() {
-        body = policy::rewrite(&body, parsed, routed.rewrite_model.as_deref(), decision.set_tokens.as_ref())?;
+        let model = routed.rewrite_model.as_deref().map(|m| (m, model_span));
+        body = policy::rewrite(&body, model, decision.set_tokens.as_ref());
     }
 
     let provider = &routed.provider;

@@ -3,6 +3,7 @@
 //! Runs first; never changes the body.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use http::{Method, Uri, Version};
 use serde::Deserialize;
@@ -37,6 +38,8 @@ pub fn check_target(uri: &Uri, version: Version) -> Result<(), ProxyError> {
 #[derive(Debug, Default)]
 pub struct RequestView<'a> {
     pub model: Option<Cow<'a, str>>,
+    /// Where the `model` value sits in the body, so an alias can be spliced in.
+    pub model_span: Option<Range<usize>>,
     pub stream: bool,
 }
 
@@ -56,6 +59,7 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
     if endpoint == Endpoint::Other {
         return Ok(serde_json::from_slice::<Fields>(body).ok().map_or_else(RequestView::default, |f| RequestView {
             model: f.model.and_then(|m| serde_json::from_str::<Cow<str>>(m.get()).ok()),
+            model_span: f.model.map(|m| span(body, m)),
             stream: f.stream.is_some_and(|s| s.get() == "true"),
         }));
     }
@@ -104,7 +108,56 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
             None => return Err(ProxyError::BadRequest(format!("`{field}` is required"))),
         }
     }
-    Ok(RequestView { model, stream })
+    Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream })
+}
+
+/// The byte range of a raw value inside the body it was parsed from.
+pub fn span(body: &[u8], raw: &RawValue) -> Range<usize> {
+    let start = (raw.get().as_ptr() as usize).saturating_sub(body.as_ptr() as usize);
+    start..start + raw.get().len()
+}
+
+/// A change to one top-level field of a JSON object body.
+pub struct Edit {
+    /// The value's current range, or `None` to add the field.
+    pub span: Option<Range<usize>>,
+    pub field: &'static str,
+    /// The new value, as JSON text.
+    pub value: String,
+}
+
+/// Applies edits by splicing bytes: the rest of the body is forwarded exactly as sent, and
+/// nothing is parsed or serialised again.
+pub fn splice(body: &[u8], mut edits: Vec<Edit>) -> bytes::Bytes {
+    edits.sort_by_key(|e| e.span.as_ref().map_or(0, |r| r.start));
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut pos = 0;
+    for e in &edits {
+        match &e.span {
+            Some(r) if r.start >= pos && r.end <= body.len() => {
+                out.extend_from_slice(&body[pos..r.start]);
+                out.extend_from_slice(e.value.as_bytes());
+                pos = r.end;
+            }
+            Some(_) => {}
+            None => {
+                // New fields go first in the object: after `{`, before the first member.
+                let Some(open) = body.iter().position(|b| *b == b'{') else { continue };
+                if pos > open {
+                    continue;
+                }
+                out.extend_from_slice(&body[pos..=open]);
+                let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+                out.extend_from_slice(format!("\"{}\":{}", e.field, e.value).as_bytes());
+                if !empty {
+                    out.push(b',');
+                }
+                pos = open + 1;
+            }
+        }
+    }
+    out.extend_from_slice(&body[pos..]);
+    out.into()
 }
 
 fn kind_of(raw: &RawValue) -> &'static str {
@@ -164,6 +217,22 @@ mod tests {
                 .unwrap();
         assert_eq!(v.model.as_deref(), Some("gpt-4o"));
         assert!(v.stream);
+    }
+
+    #[test]
+    fn splice_replaces_and_inserts_without_touching_the_rest() {
+        let body = br#"{ "model" : "fast", "messages":[{"content":"x  y"}], "max_tokens": 900 }"#;
+        let v = view(Endpoint::ChatCompletions, &Method::POST, body).unwrap();
+        let edits = vec![
+            Edit { span: v.model_span.clone(), field: "model", value: "\"gpt-4o-mini\"".into() },
+            Edit { span: None, field: "max_completion_tokens", value: "512".into() },
+        ];
+        let out = splice(body, edits);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"max_completion_tokens":512, "model" : "gpt-4o-mini", "messages":[{"content":"x  y"}], "max_tokens": 900 }"#
+        );
+        assert_eq!(&splice(b"{ }", vec![Edit { span: None, field: "n", value: "1".into() }])[..], br#"{"n":1 }"#);
     }
 
     #[test]

@@ -3,30 +3,22 @@
 //! before the upstream call. It may refuse the request (400/403), record "would have
 //! blocked" for monitor-mode rules, or lower / fill in the output-token limit.
 
+use std::ops::Range;
+
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::config::Snapshot;
 use crate::error::ProxyError;
 pub use crate::policy::compile::Facts;
-use crate::policy::limits::{decide, needs_body, Decision, SetTokens};
+use crate::policy::limits::{decide, Decision, SetTokens};
 use crate::state::AppState;
 
 use super::ctx::RequestCtx;
+use super::parse::{splice, Edit};
 
-/// Decides; the body is parsed only when a matching policy has rules that read it, and the
-/// parsed value is returned so a later rewrite need not parse again.
-pub fn evaluate(snap: &Snapshot, facts: &Facts, body: &[u8]) -> Result<(Decision, Option<Value>), ProxyError> {
+pub fn evaluate(snap: &Snapshot, facts: &Facts, body: &[u8]) -> Result<Decision, ProxyError> {
     let policies = snap.policies.resolve(facts);
-    let parsed = if needs_body(&policies) {
-        Some(
-            serde_json::from_slice::<Value>(body)
-                .map_err(|e| ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")))?,
-        )
-    } else {
-        None
-    };
-    Ok((decide(&policies, facts, parsed.as_ref()), parsed))
+    decide(&policies, facts, body).map_err(ProxyError::BadRequest)
 }
 
 /// Makes the decision visible: response headers, the log line and metrics.
@@ -51,26 +43,15 @@ pub fn record(app: &AppState, cx: &mut RequestCtx, d: &Decision) {
     }
 }
 
-/// Applies an alias's model name and a policy's token limit in one re-serialisation: the
-/// only case in which warden rewrites a request body.
-pub fn rewrite(
-    body: &[u8],
-    parsed: Option<Value>,
-    model: Option<&str>,
-    tokens: Option<&SetTokens>,
-) -> Result<Bytes, ProxyError> {
-    let mut v = match parsed {
-        Some(v) => v,
-        None => serde_json::from_slice(body)
-            .map_err(|e| ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")))?,
-    };
-    if let Some(obj) = v.as_object_mut() {
-        if let Some(m) = model {
-            obj.insert("model".into(), Value::String(m.to_string()));
-        }
-        if let Some(t) = tokens {
-            obj.insert(t.field.into(), Value::from(t.value));
-        }
+/// Applies an alias's model name and a policy's token limit by splicing the body: the rest
+/// is forwarded byte for byte, and nothing is serialised again.
+pub fn rewrite(body: &[u8], model: Option<(&str, Option<Range<usize>>)>, tokens: Option<&SetTokens>) -> Bytes {
+    let mut edits = Vec::with_capacity(2);
+    if let Some((name, span)) = model {
+        edits.push(Edit { span, field: "model", value: serde_json::Value::from(name).to_string() });
     }
-    serde_json::to_vec(&v).map(Bytes::from).map_err(|e| ProxyError::Internal(e.to_string()))
+    if let Some(t) = tokens {
+        edits.push(Edit { span: t.span.clone(), field: t.field, value: t.value.to_string() });
+    }
+    splice(body, edits)
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use serde_saphyr::Spanned;
 
 use super::{route_hint, LoadedFile, Mode, OnExceed, RawLimits, RawPolicy, ROUTE_NAMES};
-use crate::config::diag::did_you_mean;
+use crate::config::diag::hint_for;
 use crate::config::glob::Glob;
 use crate::config::{Diagnostic, Snapshot, VirtualKey};
 use crate::provider::Endpoint;
@@ -237,14 +237,14 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
     for k in &m.keys {
         let Some(g) = cx.glob(k) else { continue };
         if g.is_literal() && !key_names.contains(&k.value.as_str()) {
-            let hint = did_you_mean(&k.value, key_names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let hint = hint_for(&k.value, key_names.iter().copied());
             cx.err(k, format!("unknown key `{}`: proxy.yaml defines no key by that name", k.value), hint);
         }
         keys.push(g);
     }
     for t in &m.teams {
         if !teams.contains(&t.value.as_str()) {
-            let hint = did_you_mean(&t.value, teams.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let hint = hint_for(&t.value, teams.iter().copied());
             cx.err(t, format!("unknown team `{}`: no key in proxy.yaml has that team", t.value), hint);
         }
     }
@@ -253,7 +253,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
         let Some(g) = cx.glob(v) else { continue };
         if g.is_literal() && config.route(&v.value).is_none() {
             let names: Vec<&str> = config.models.iter().map(|m| m.id.as_str()).collect();
-            let hint = did_you_mean(&v.value, names).map(|s| format!("did you mean `{s}`?"));
+            let hint = hint_for(&v.value, names);
             cx.err(v, format!("unknown model or alias `{}`: no route in proxy.yaml matches it", v.value), hint);
         }
         models.push(g);
@@ -261,7 +261,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
     let provider_names: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
     for p in &m.providers {
         if !provider_names.contains(&p.value.as_str()) {
-            let hint = did_you_mean(&p.value, provider_names.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            let hint = hint_for(&p.value, provider_names.iter().copied());
             cx.err(p, format!("unknown provider `{}`", p.value), hint);
         }
     }

@@ -1,12 +1,17 @@
 //! The `limits` rules applied to one request body: allowed and denied models, the token
 //! ceiling (reject, clamp or default), `n`, `temperature` and `top_p` ranges, the tool
 //! allow-list, and tool-call rounds counted from the request's own history (no state).
-//! Pure: a function of the compiled rules and the parsed body, shared by the pipeline and
-//! `warden test`.
+//! Pure: a function of the compiled rules and the request body, shared by the pipeline and
+//! `warden test`. The body is read once, into borrowed views of just the fields the rules
+//! need (no `serde_json::Value` tree), and changes are returned as byte ranges to splice.
 
-use serde_json::Value;
+use std::borrow::Cow;
+use std::ops::Range;
 
-use super::compile::{Facts, Limits, Policy, Range, Rule};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::compile::{Facts, Limits, Policy, Range as Bounds, Rule};
 use super::{Mode, OnExceed};
 use crate::provider::Endpoint;
 
@@ -28,6 +33,8 @@ pub struct Violation {
 pub struct SetTokens {
     pub field: &'static str,
     pub value: u64,
+    /// Where the request's own value sits in the body (`None`: the field is added).
+    pub span: Option<Range<usize>>,
     pub policy: String,
     /// Lowered from a larger request value (`clamp`), as opposed to filled in (`default`).
     pub clamped: bool,
@@ -45,20 +52,130 @@ pub struct Decision {
     pub set_tokens: Option<SetTokens>,
 }
 
-/// Applies the policies' `limits` to the request. `body` is parsed only if a policy has a
-/// `limits` section.
-pub fn decide(policies: &[&Policy], facts: &Facts, body: Option<&Value>) -> Decision {
-    let mut d = Decision { applied: policies.iter().map(|p| p.name.clone()).collect(), ..Decision::default() };
-    let Some(body) = body else { return d };
-    for p in policies {
-        if let Some(limits) = &p.limits {
-            check(p, limits, facts, body, &mut d);
-        }
-    }
-    d
+/// The fields the `limits` rules read, borrowed from the body.
+#[derive(Deserialize, Default)]
+struct View<'a> {
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+    n: Option<f64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    #[serde(borrow, default)]
+    tools: Option<Vec<Tool<'a>>>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<Message<'a>>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
 }
 
-/// Whether any of these policies has rules that need the parsed body.
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<Named<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Typed<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+impl View<'_> {
+    fn field(&self, name: &str) -> Option<&RawValue> {
+        match name {
+            "max_completion_tokens" => self.max_completion_tokens,
+            "max_tokens" => self.max_tokens,
+            "max_output_tokens" => self.max_output_tokens,
+            _ => None,
+        }
+    }
+}
+
+/// Applies the policies' `limits` to the request body. `Err` names a field the rules need
+/// that does not have the API's shape (400).
+pub fn decide(policies: &[&Policy], facts: &Facts, body: &[u8]) -> Result<Decision, String> {
+    let mut d = Decision { applied: policies.iter().map(|p| p.name.clone()).collect(), ..Decision::default() };
+    if !needs_body(policies) {
+        return Ok(d);
+    }
+    let view: View = serde_json::from_slice(body).map_err(|e| format!("the request body cannot be checked: {e}"))?;
+    let req = Request::read(facts.endpoint, &view, body)?;
+    for p in policies {
+        if let Some(limits) = &p.limits {
+            check(p, limits, facts, &req, &mut d);
+        }
+    }
+    Ok(d)
+}
+
+/// What the rules look at, extracted once per request.
+struct Request<'a> {
+    /// The output-token limit the request names: field, value, and where it sits.
+    tokens: Option<(&'static str, f64, Range<usize>)>,
+    n: Option<f64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    tools: Vec<Cow<'a, str>>,
+    tool_rounds: u64,
+}
+
+impl<'a> Request<'a> {
+    fn read(endpoint: Endpoint, v: &View<'a>, body: &[u8]) -> Result<Request<'a>, String> {
+        let mut tokens = None;
+        for name in endpoint.max_tokens_fields() {
+            if let Some(raw) = v.field(name) {
+                if raw.get() == "null" {
+                    continue;
+                }
+                let value: f64 = raw.get().parse().map_err(|_| format!("`{name}` must be a number"))?;
+                tokens = Some((*name, value, crate::pipeline::parse::span(body, raw)));
+                break;
+            }
+        }
+        let tools = v
+            .tools
+            .iter()
+            .flatten()
+            .filter_map(|t| {
+                t.function.as_ref().and_then(|f| f.name.clone()).or_else(|| t.name.clone()).or_else(|| t.kind.clone())
+            })
+            .collect();
+        Ok(Request {
+            tokens,
+            n: v.n,
+            temperature: v.temperature,
+            top_p: v.top_p,
+            tools,
+            tool_rounds: tool_rounds(endpoint, v)?,
+        })
+    }
+}
+
+/// Whether any of these policies has rules that need the body.
 pub fn needs_body(policies: &[&Policy]) -> bool {
     policies.iter().any(|p| p.limits.is_some())
 }
@@ -71,11 +188,7 @@ fn record<T>(d: &mut Decision, rule: &Rule<T>, v: Violation) {
     }
 }
 
-fn num(body: &Value, field: &str) -> Option<f64> {
-    body.get(field).and_then(Value::as_f64)
-}
-
-fn check(p: &Policy, l: &Limits, f: &Facts, body: &Value, d: &mut Decision) {
+fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, d: &mut Decision) {
     let violation = |rule: &'static str, field: &str, message: String| Violation {
         policy: p.name.clone(),
         rule,
@@ -98,11 +211,10 @@ fn check(p: &Policy, l: &Limits, f: &Facts, body: &Value, d: &mut Decision) {
 
     if let Some(rule) = &l.max_tokens {
         if let Some(field) = f.endpoint.max_tokens_field() {
-            let present = f.endpoint.max_tokens_fields().iter().find_map(|name| num(body, name).map(|v| (*name, v)));
             let c = rule.value;
-            match present {
-                Some((name, v)) if v > c.max as f64 => match (c.on_exceed, rule.mode) {
-                    (OnExceed::Clamp, Mode::Enforce) => set_tokens(d, name, c.max, &p.name, true),
+            match &req.tokens {
+                Some((name, v, span)) if *v > c.max as f64 => match (c.on_exceed, rule.mode) {
+                    (OnExceed::Clamp, Mode::Enforce) => set_tokens(d, name, c.max, &p.name, Some(span.clone())),
                     _ => record(
                         d,
                         rule,
@@ -114,20 +226,20 @@ fn check(p: &Policy, l: &Limits, f: &Facts, body: &Value, d: &mut Decision) {
                     ),
                 },
                 Some(_) => {}
-                None if rule.mode == Mode::Enforce => set_tokens(d, field, c.default, &p.name, false),
+                None if rule.mode == Mode::Enforce => set_tokens(d, field, c.default, &p.name, None),
                 None => {}
             }
         }
     }
 
-    if let (Some(rule), Some(n)) = (&l.max_n, num(body, "n")) {
+    if let (Some(rule), Some(n)) = (&l.max_n, req.n) {
         if n > rule.value as f64 {
             record(d, rule, violation("limits.max_n", "n", format!("`n` is {n}, above the ceiling of {}", rule.value)));
         }
     }
 
-    for (rule, field) in [(&l.temperature, "temperature"), (&l.top_p, "top_p")] {
-        if let (Some(rule), Some(v)) = (rule, num(body, field)) {
+    for (rule, field, value) in [(&l.temperature, "temperature", req.temperature), (&l.top_p, "top_p", req.top_p)] {
+        if let (Some(rule), Some(v)) = (rule, value) {
             if let Some(msg) = outside(rule.value, v) {
                 let name = if field == "temperature" { "limits.temperature" } else { "limits.top_p" };
                 record(d, rule, violation(name, field, format!("`{field}` is {v}, {msg}")));
@@ -136,32 +248,30 @@ fn check(p: &Policy, l: &Limits, f: &Facts, body: &Value, d: &mut Decision) {
     }
 
     if let Some(rule) = &l.tools {
-        for name in tool_names(body) {
-            if !rule.value.contains(name) {
-                let v = violation("limits.tools", "tools", format!("tool `{name}` is not on the allow-list"));
-                record(d, rule, v);
-                break;
-            }
+        if let Some(name) = req.tools.iter().find(|t| !rule.value.contains(t.as_ref())) {
+            let v = violation("limits.tools", "tools", format!("tool `{name}` is not on the allow-list"));
+            record(d, rule, v);
         }
     }
 
-    let rounds = tool_rounds(f.endpoint, body);
     let rule = &l.max_tool_iterations;
-    if rounds > rule.value {
+    if req.tool_rounds > rule.value {
         let field = if f.endpoint == Endpoint::Responses { "input" } else { "messages" };
-        let msg = format!("the conversation has {rounds} tool-call rounds, above the limit of {}", rule.value);
+        let msg =
+            format!("the conversation has {} tool-call rounds, above the limit of {}", req.tool_rounds, rule.value);
         record(d, rule, violation("limits.max_tool_iterations", field, msg));
     }
 }
 
-fn set_tokens(d: &mut Decision, field: &'static str, value: u64, policy: &str, clamped: bool) {
+fn set_tokens(d: &mut Decision, field: &'static str, value: u64, policy: &str, span: Option<Range<usize>>) {
     // The smallest value wins; on a tie the earlier (higher-priority) policy keeps its name.
     if d.set_tokens.as_ref().is_none_or(|s| value < s.value) {
-        d.set_tokens = Some(SetTokens { field, value, policy: policy.to_string(), clamped });
+        let clamped = span.is_some();
+        d.set_tokens = Some(SetTokens { field, value, span, policy: policy.to_string(), clamped });
     }
 }
 
-fn outside(r: Range, v: f64) -> Option<String> {
+fn outside(r: Bounds, v: f64) -> Option<String> {
     match (r.min, r.max) {
         (Some(min), _) if v < min => Some(format!("below the minimum of {min}")),
         (_, Some(max)) if v > max => Some(format!("above the maximum of {max}")),
@@ -169,52 +279,51 @@ fn outside(r: Range, v: f64) -> Option<String> {
     }
 }
 
-/// Names of the tools a request declares: OpenAI `{type:function,function:{name}}`,
-/// Anthropic and Responses `{name}`, built-in tools by `type`.
-fn tool_names(body: &Value) -> impl Iterator<Item = &str> {
-    body.get("tools").and_then(Value::as_array).into_iter().flatten().filter_map(|t| {
-        t.pointer("/function/name")
-            .and_then(Value::as_str)
-            .or_else(|| t.get("name").and_then(Value::as_str))
-            .or_else(|| t.get("type").and_then(Value::as_str))
-    })
-}
-
 /// Tool-call rounds in the history: assistant turns that asked for tools (OpenAI
 /// `tool_calls`, Anthropic `tool_use` blocks), or runs of `function_call` items (Responses).
-pub fn tool_rounds(endpoint: Endpoint, body: &Value) -> u64 {
+fn tool_rounds(endpoint: Endpoint, v: &View) -> Result<u64, String> {
     if endpoint == Endpoint::Responses {
-        let items = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let Some(input) = v.input.filter(|i| i.get().starts_with('[')) else { return Ok(0) };
+        let items: Vec<Typed> =
+            serde_json::from_str(input.get()).map_err(|_| "`input` items must be objects".to_string())?;
         let mut rounds = 0;
         let mut in_run = false;
-        for item in items {
-            let is_call = item.get("type").and_then(Value::as_str) == Some("function_call");
+        for item in &items {
+            let is_call = item.kind.as_deref() == Some("function_call");
             if is_call && !in_run {
                 rounds += 1;
             }
             in_run = is_call;
         }
-        return rounds;
+        return Ok(rounds);
     }
-    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    messages
-        .iter()
-        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
-        .filter(|m| {
-            let openai = m.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty());
-            let anthropic = m
-                .get("content")
-                .and_then(Value::as_array)
-                .is_some_and(|blocks| blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_use")));
-            openai || anthropic
-        })
-        .count() as u64
+    let mut rounds = 0;
+    for m in v.messages.iter().flatten().filter(|m| m.role.as_deref() == Some("assistant")) {
+        let openai = m.tool_calls.is_some_and(|c| c.get().starts_with('[') && c.get() != "[]");
+        let anthropic = match m.content.filter(|c| c.get().starts_with('[')) {
+            Some(blocks) => serde_json::from_str::<Vec<Typed>>(blocks.get())
+                .map_err(|_| "`messages[].content` blocks must be objects".to_string())?
+                .iter()
+                .any(|b| b.kind.as_deref() == Some("tool_use")),
+            None => false,
+        };
+        if openai || anthropic {
+            rounds += 1;
+        }
+    }
+    Ok(rounds)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn rounds(endpoint: Endpoint, body: &Value) -> u64 {
+        let text = body.to_string();
+        let v: View = serde_json::from_str(&text).unwrap();
+        tool_rounds(endpoint, &v).unwrap()
+    }
 
     fn openai_rounds(n: usize) -> Value {
         let mut messages = vec![json!({"role": "user", "content": "go"})];
@@ -228,15 +337,15 @@ mod tests {
 
     #[test]
     fn counts_openai_and_anthropic_tool_rounds() {
-        assert_eq!(tool_rounds(Endpoint::ChatCompletions, &openai_rounds(0)), 0);
-        assert_eq!(tool_rounds(Endpoint::ChatCompletions, &openai_rounds(11)), 11);
+        assert_eq!(rounds(Endpoint::ChatCompletions, &openai_rounds(0)), 0);
+        assert_eq!(rounds(Endpoint::ChatCompletions, &openai_rounds(11)), 11);
         let anthropic = json!({"messages": [
             {"role": "user", "content": "go"},
             {"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
             {"role": "assistant", "content": "plain text"}
         ]});
-        assert_eq!(tool_rounds(Endpoint::Messages, &anthropic), 1);
+        assert_eq!(rounds(Endpoint::Messages, &anthropic), 1);
         let responses = json!({"input": [
             {"type": "message", "role": "user", "content": "go"},
             {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"},
@@ -245,7 +354,7 @@ mod tests {
             {"type": "function_call_output", "call_id": "b", "output": "2"},
             {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
         ]});
-        assert_eq!(tool_rounds(Endpoint::Responses, &responses), 2);
+        assert_eq!(rounds(Endpoint::Responses, &responses), 2);
     }
 
     #[test]
@@ -254,7 +363,10 @@ mod tests {
             {"type": "function", "function": {"name": "a"}},
             {"name": "b", "input_schema": {}},
             {"type": "web_search"}
-        ]});
-        assert_eq!(tool_names(&body).collect::<Vec<_>>(), vec!["a", "b", "web_search"]);
+        ]})
+        .to_string();
+        let v: View = serde_json::from_str(&body).unwrap();
+        let req = Request::read(Endpoint::ChatCompletions, &v, body.as_bytes()).unwrap();
+        assert_eq!(req.tools, vec!["a", "b", "web_search"]);
     }
 }

@@ -272,5 +272,5 @@ pub const ROUTE_NAMES: [&str; 8] =
     ["chat_completions", "completions", "embeddings", "responses", "models", "messages", "count_tokens", "other"];
 
 pub(crate) fn route_hint(name: &str) -> Option<String> {
-    did_you_mean(name, ROUTE_NAMES).map(|s| format!("did you mean `{s}`?"))
+    crate::config::diag::hint_for(name, ROUTE_NAMES)
 }

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::compile::Facts;
-use super::limits::{decide, needs_body};
+use super::limits::decide;
 use crate::config::{Diagnostic, Snapshot};
 use crate::provider::Endpoint;
 
@@ -134,8 +134,8 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
     let provider = routed.as_ref().map(|r| r.provider.name.as_str());
     let facts = Facts { key: Some(key), endpoint, model, upstream_model: upstream, provider };
     let policies = snap.policies.resolve(&facts);
-    let body = needs_body(&policies).then_some(&case.request);
-    let d = decide(&policies, &facts, body);
+    let body = serde_json::to_vec(&case.request).map_err(|e| e.to_string())?;
+    let d = decide(&policies, &facts, &body)?;
     let e = &case.expect;
     let (got, culprit) = match (&d.block, d.would_block.first()) {
         (Some(v), _) => (Expected::Block, Some(v)),

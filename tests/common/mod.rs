@@ -91,6 +91,13 @@ keys:
     )
 }
 
+/// The mock on its own port and warden in front of it with [`standard_config`].
+pub async fn setup() -> (TestMock, TestProxy) {
+    let mock = TestMock::start().await;
+    let proxy = TestProxy::start(&standard_config(mock.addr)).await;
+    (mock, proxy)
+}
+
 pub fn test_env(name: &str) -> Option<String> {
     match name {
         "UPSTREAM_KEY" => Some(UPSTREAM_SECRET.into()),
