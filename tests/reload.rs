@@ -164,3 +164,37 @@ async fn reload_errors(proxy: &TestProxy) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A Kubernetes ConfigMap volume: files are symlinks into `..data`, itself a symlink to a
+/// timestamped directory, and an update swaps `..data` atomically by rename.
+#[tokio::test]
+async fn configmap_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let cd = ConfigDir::new(&policy_config(), &[]);
+    let dir = cd.dir.path().join("policies");
+    let publish = |generation: u32, text: &str| {
+        let data = dir.join(format!("..2026_11_24_{generation}"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("live.yaml"), text).unwrap();
+        let tmp = dir.join("..data_tmp");
+        symlink(data.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    };
+    publish(1, &version_text("ver-a", 100));
+    symlink("..data/live.yaml", dir.join("live.yaml")).unwrap();
+    let proxy = TestProxy::start_from(&cd).await;
+    let url = proxy.url("/v1/chat/completions");
+    assert_eq!(post(&url, &[BEARER], BODY).await.headers["x-warden-policy"], "ver-a");
+
+    publish(2, &version_text("ver-b", 200));
+    let start = Instant::now();
+    loop {
+        let r = post(&url, &[BEARER], BODY).await;
+        if r.headers["x-warden-policy"] == "ver-b" {
+            assert_eq!(r.status, 200);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the symlink swap was never picked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
