@@ -36,8 +36,6 @@ pub enum ProxyError {
     UpstreamConnect { provider: String, reason: String },
     #[error("upstream provider `{provider}` timed out ({phase})")]
     UpstreamTimeout { provider: String, phase: &'static str },
-    #[error("warden is shutting down")]
-    ShuttingDown,
     #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
     PolicyViolation(Box<crate::policy::limits::Violation>),
     #[error("internal error: {0}")]
@@ -74,7 +72,6 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::PolicyViolation(v) if v.forbidden => StatusCode::FORBIDDEN,
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,7 +91,6 @@ impl ProxyError {
             ProxyError::ClientBody(_) => ErrorClass::InvalidRequest,
             ProxyError::UpstreamConnect { .. } => ErrorClass::Upstream,
             ProxyError::UpstreamTimeout { .. } => ErrorClass::Timeout,
-            ProxyError::ShuttingDown => ErrorClass::Unavailable,
             ProxyError::PolicyViolation(v) if v.forbidden => ErrorClass::Permission,
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
             ProxyError::Internal(_) => ErrorClass::Internal,
@@ -115,7 +111,6 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::UpstreamConnect { .. } => "upstream_connect",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
-            ProxyError::ShuttingDown => "shutting_down",
             ProxyError::PolicyViolation(_) => "policy_violation",
             ProxyError::Internal(_) => "internal",
         }
@@ -136,7 +131,6 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::ShuttingDown
             | ProxyError::Internal(_) => None,
         }
     }
@@ -156,7 +150,6 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamTimeout { .. }
-            | ProxyError::ShuttingDown
             | ProxyError::Internal(_) => None,
         }
     }

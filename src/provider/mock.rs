@@ -69,12 +69,6 @@ pub struct MockStats {
     pub last_body: std::sync::Mutex<Option<Bytes>>,
 }
 
-impl MockStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::SeqCst)
-    }
-}
-
 #[derive(Debug, Default, Clone)]
 pub struct Mock {
     pub stats: Arc<MockStats>,
