@@ -169,3 +169,35 @@ async fn mock_subcommand_serves_both_apis_with_directives() {
     let r = post(&format!("{base}/v1/chat/completions"), &[("x-mock-reply", "Scripted answer.")], CHAT).await;
     assert_eq!(r.json()["choices"][0]["message"]["content"], "Scripted answer.");
 }
+
+#[tokio::test]
+async fn sighup_reloads_policies_when_file_watching_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "server: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\nproviders:\n  - {{ name: mock, kind: mock }}\nroutes:\n  - {{ model: \"mock-*\", provider: mock }}\nkeys:\n  - {{ name: demo, sha256: {DEMO_SHA} }}\npolicies: {{ dir: policies, watch: false }}\n"
+    );
+    std::fs::write(dir.path().join("proxy.yaml"), config).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let policy = |name: &str| format!("policies:\n  - name: {name}\n    limits:\n      max_n: {{ max: 1 }}\n");
+    std::fs::write(dir.path().join("policies/p.yaml"), policy("first")).unwrap();
+    let server = spawn(&["serve", "--config", dir.path().join("proxy.yaml").to_str().unwrap()], "listening on api=");
+    let url = format!("http://{}/v1/chat/completions", server.api);
+    assert_eq!(post(&url, &[BEARER], CHAT).await.headers["x-warden-policy"], "first");
+
+    std::fs::write(dir.path().join("policies/p.yaml"), policy("second")).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(post(&url, &[BEARER], CHAT).await.headers["x-warden-policy"], "first", "not watching: no reload yet");
+
+    let pid = server.child.id();
+    assert!(Command::new("sh").arg("-c").arg(format!("kill -HUP {pid}")).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = post(&url, &[BEARER], CHAT).await;
+        if r.headers["x-warden-policy"] == "second" {
+            assert_eq!(r.headers["x-warden-policy-version"], "2");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

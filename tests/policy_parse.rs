@@ -177,3 +177,9 @@ fn check_reports_policy_errors_with_location() {
     let expected = format!("{}:4:21: max_n.max must be at least 1, got -1", cd.policy_path("bad.yaml").display());
     assert!(stderr.starts_with(&expected), "{stderr}");
 }
+
+#[test]
+fn policy_names_must_be_header_and_label_safe() {
+    let e = error_of("policies:\n  - name: \"my policy\"\n");
+    assert_eq!(e, "p.yaml:2:11: policy names may use only letters, digits, `-`, `_` and `.`");
+}

@@ -34,6 +34,7 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
     pub policies_dir: PathBuf,
+    pub watch_files: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +277,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         header_read_timeout: limits.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
         drain_timeout: limits.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
         policies_dir: base_dir.join(raw.policies.dir.as_deref().unwrap_or("policies")),
+        watch_files: raw.policies.watch.unwrap_or(true),
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();

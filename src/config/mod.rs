@@ -47,6 +47,9 @@ pub struct RawConfig {
 pub struct RawPolicies {
     /// Directory of policy files, relative to proxy.yaml. Default `policies`.
     pub dir: Option<String>,
+    /// Watch proxy.yaml and the policy directory for changes (default true). With `false`,
+    /// only SIGHUP reloads.
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -196,8 +196,10 @@ pub fn compile_policies(files: &[LoadedFile], hash: String, config: &Snapshot) -
                 );
                 continue;
             }
-            if p.name.value.trim().is_empty() {
-                cx.err(&p.name, "policy name must not be empty", None);
+            let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if p.name.value.is_empty() || !p.name.value.chars().all(valid) {
+                // Names go into response headers and metric labels.
+                cx.err(&p.name, "policy names may use only letters, digits, `-`, `_` and `.`", None);
             }
             seen.insert(p.name.value.clone(), here);
             policies.push(compile_one(&mut cx, p, &key_names, &teams, config));

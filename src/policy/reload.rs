@@ -138,7 +138,8 @@ pub fn reload_now(app: &AppState, config_path: &Path) -> Reloaded {
     outcome
 }
 
-/// Starts the watcher and the SIGHUP handler; they live until the process exits.
+/// Starts the SIGHUP handler and (unless `policies.watch: false`) the file watcher; they live
+/// until the process exits.
 pub fn watch(app: Arc<AppState>, config_path: PathBuf) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let events = tx.clone();
@@ -147,8 +148,10 @@ pub fn watch(app: Arc<AppState>, config_path: PathBuf) -> notify::Result<()> {
             let _ = events.send(());
         }
     })?;
-    let targets = watch_targets(&app, &config_path);
-    add_watches(&mut watcher, &targets);
+    let watching = app.snapshot.load().settings.watch_files;
+    if watching {
+        add_watches(&mut watcher, &watch_targets(&app, &config_path));
+    }
     let hup = tx;
     #[expect(clippy::disallowed_methods, reason = "SIGHUP listener for the life of the process")]
     tokio::spawn(async move {
@@ -171,7 +174,9 @@ pub fn watch(app: Arc<AppState>, config_path: PathBuf) -> notify::Result<()> {
             let path = config_path.clone();
             let _ = tokio::task::spawn_blocking(move || reload_now(&app2, &path)).await;
             // Directories swapped by rename or symlink get new inodes: watch them again.
-            add_watches(&mut watcher, &watch_targets(&app, &config_path));
+            if watching {
+                add_watches(&mut watcher, &watch_targets(&app, &config_path));
+            }
         }
     });
     Ok(())
