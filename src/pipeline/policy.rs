@@ -16,7 +16,7 @@ use crate::state::AppState;
 use super::ctx::RequestCtx;
 use super::parse::{splice, Edit};
 
-pub fn evaluate(snap: &Snapshot, facts: &Facts, body: &[u8]) -> Result<Decision, ProxyError> {
+pub fn evaluate<'s>(snap: &'s Snapshot, facts: &Facts, body: &[u8]) -> Result<Decision<'s>, ProxyError> {
     let policies = snap.policies.resolve(facts);
     decide(&policies, facts, body).map_err(ProxyError::BadRequest)
 }

@@ -42,9 +42,9 @@ pub struct SetTokens {
 
 /// Everything the policies decided for one request.
 #[derive(Debug, Default)]
-pub struct Decision {
-    /// Names of the policies that applied, in order.
-    pub applied: Vec<String>,
+pub struct Decision<'p> {
+    /// Names of the policies that applied, in order (borrowed from the snapshot).
+    pub applied: Vec<&'p str>,
     /// The first enforcing violation: the request is refused.
     pub block: Option<Violation>,
     /// Violations of rules in monitor mode: recorded, not enforced.
@@ -117,8 +117,8 @@ impl View<'_> {
 
 /// Applies the policies' `limits` to the request body. `Err` names a field the rules need
 /// that does not have the API's shape (400).
-pub fn decide(policies: &[&Policy], facts: &Facts, body: &[u8]) -> Result<Decision, String> {
-    let mut d = Decision { applied: policies.iter().map(|p| p.name.clone()).collect(), ..Decision::default() };
+pub fn decide<'p>(policies: &[&'p Policy], facts: &Facts, body: &[u8]) -> Result<Decision<'p>, String> {
+    let mut d = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
     if !needs_body(policies) {
         return Ok(d);
     }
