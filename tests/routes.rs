@@ -221,3 +221,14 @@ async fn hop_by_hop_and_credential_headers_never_reach_the_upstream() {
     assert_eq!(h["openai-organization"], "org-kept");
     assert!(r.headers.get("connection").is_none() || r.headers["connection"] != "x-session-secret");
 }
+
+#[tokio::test]
+async fn the_path_decides_the_api_whatever_key_header_is_used() {
+    let (_mock, proxy) = setup().await;
+    // An OpenAI endpoint called with `x-api-key` (as some clients do) is still OpenAI.
+    let r = post(&proxy.url("/v1/chat/completions"), &[XKEY], r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(&proxy.url("/v1/chat/completions"), &[("x-api-key", "sk-nope")], CHAT).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key", "OpenAI's error shape: {}", r.text());
+}

@@ -35,16 +35,22 @@ impl ApiFamily {
         }
     }
 
-    /// The family of a request by its path and headers: Anthropic's own paths, or the
-    /// headers only Anthropic's SDKs send; OpenAI otherwise.
+    /// The family of a request: fixed by the path for the endpoints only one API has; for
+    /// shared and unknown paths, Anthropic when the request carries the headers only
+    /// Anthropic's SDKs send, OpenAI otherwise.
     pub fn detect(path: &str, headers: &HeaderMap) -> ApiFamily {
-        if path.starts_with("/v1/messages")
-            || headers.contains_key("anthropic-version")
-            || headers.contains_key(crate::http::headers::X_API_KEY)
-        {
-            ApiFamily::Anthropic
-        } else {
-            ApiFamily::OpenAi
+        match Endpoint::classify(path) {
+            Some(Endpoint::Messages | Endpoint::CountTokens) => ApiFamily::Anthropic,
+            Some(Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses) => {
+                ApiFamily::OpenAi
+            }
+            Some(Endpoint::Models | Endpoint::Other) | None
+                if headers.contains_key("anthropic-version")
+                    || headers.contains_key(crate::http::headers::X_API_KEY) =>
+            {
+                ApiFamily::Anthropic
+            }
+            Some(Endpoint::Models | Endpoint::Other) | None => ApiFamily::OpenAi,
         }
     }
 }
@@ -229,5 +235,8 @@ mod tests {
         assert_eq!(ApiFamily::detect("/v1/messages", &h), ApiFamily::Anthropic);
         h.insert("anthropic-version", http::HeaderValue::from_static("2023-06-01"));
         assert_eq!(ApiFamily::detect("/v1/models", &h), ApiFamily::Anthropic);
+        // An OpenAI endpoint stays OpenAI whatever headers a client sends.
+        h.insert("x-api-key", http::HeaderValue::from_static("k"));
+        assert_eq!(ApiFamily::detect("/v1/chat/completions", &h), ApiFamily::OpenAi);
     }
 }
