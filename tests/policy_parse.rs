@@ -183,3 +183,13 @@ fn policy_names_must_be_header_and_label_safe() {
     let e = error_of("policies:\n  - name: \"my policy\"\n");
     assert_eq!(e, "p.yaml:2:11: policy names may use only letters, digits, `-`, `_` and `.`");
 }
+
+#[test]
+fn a_key_whose_variable_is_unset_can_still_be_named_by_a_policy() {
+    let config = policy_config()
+        .replace("keys:\n", "keys:\n  - { name: batch, key: \"${WARDEN_TEST_UNSET_KEY}\", team: jobs }\n");
+    let snap = warden::config::load_str("proxy.yaml", &config, Path::new("."), &test_env).unwrap();
+    let file = parse("p.yaml", "policies:\n  - name: a\n    match: { keys: [batch], teams: [jobs] }\n").unwrap();
+    let loaded = vec![LoadedFile { path: "p.yaml".into(), display: "p.yaml".into(), file }];
+    assert!(compile_policies(&loaded, String::new(), &snap).is_ok());
+}

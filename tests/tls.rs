@@ -53,3 +53,24 @@ async fn tls_listener_serves_h2_and_http1_by_alpn() {
         assert!(String::from_utf8_lossy(&body).contains("chat.completion"));
     }
 }
+
+#[tokio::test]
+async fn admin_listener_serves_tls_too() {
+    let mock = TestMock::start().await;
+    let yaml = standard_config(mock.addr).replace(
+        r#"admin: { listen: "127.0.0.1:0" }"#,
+        r#"admin: { listen: "127.0.0.1:0", tls: { cert: tests/fixtures/server.pem, key: tests/fixtures/server.key } }"#,
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let url = format!("https://localhost:{}/healthz", proxy.admin.port());
+    let resp = tls_client(false).request(request(Method::GET, &url, &[], Bytes::new())).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // Plain HTTP to a TLS listener gets nothing useful.
+    let plain = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        client().request(request(Method::GET, &proxy.admin_url("/healthz"), &[], Bytes::new())),
+    )
+    .await
+    .unwrap();
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}

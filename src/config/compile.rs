@@ -113,6 +113,8 @@ pub struct Snapshot {
     aliases: HashMap<String, String>,
     /// Virtual keys by the hex SHA-256 of the key.
     keys: HashMap<String, Arc<VirtualKey>>,
+    /// (name, team) of every key in the file, usable or not.
+    declared_keys: Vec<(String, String)>,
     /// Whether any provider forwards clients' own keys; if none does, an unknown key is
     /// refused before its body is read.
     pub any_passthrough: bool,
@@ -134,8 +136,10 @@ pub struct RouteMatch<'a> {
 }
 
 impl Snapshot {
+    /// Every key the config declares, including those whose `${VAR}` is unset now, so a
+    /// policy naming such a key still validates.
     pub fn key_names(&self) -> Vec<&str> {
-        self.keys.values().map(|k| k.name.as_str()).collect()
+        self.declared_keys.iter().map(|(name, _)| name.as_str()).collect()
     }
 
     pub fn key_by_name(&self, name: &str) -> Option<&Arc<VirtualKey>> {
@@ -143,7 +147,7 @@ impl Snapshot {
     }
 
     pub fn team_names(&self) -> Vec<&str> {
-        let mut teams: Vec<&str> = self.keys.values().map(|k| k.team.as_str()).collect();
+        let mut teams: Vec<&str> = self.declared_keys.iter().map(|(_, team)| team.as_str()).collect();
         teams.sort_unstable();
         teams.dedup();
         teams
@@ -374,6 +378,11 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         exact,
         aliases: HashMap::new(),
         keys,
+        declared_keys: raw
+            .keys
+            .iter()
+            .map(|k| (k.name.value.clone(), k.team.clone().unwrap_or_else(|| "default".into())))
+            .collect(),
         models,
         policies: crate::policy::PolicySet::default(),
         source_hash: String::new(),
