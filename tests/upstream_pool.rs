@@ -100,3 +100,29 @@ async fn a_connection_closed_while_idle_is_replaced_transparently() {
     }
     assert_eq!(conns.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_warm_connections_of_unchanged_providers() {
+    let (upstream, conns) = raw_upstream(None).await;
+    let config = format!(
+        "server: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\nproviders:\n  - {{ name: own, kind: openai, base_url: \"http://{upstream}/v1\", passthrough: true }}\nroutes:\n  - {{ model: \"gpt-*\", provider: own }}\n"
+    );
+    let cd = ConfigDir::new(&config, &[("p.yaml", "policies:\n  - name: one\n")]);
+    let proxy = TestProxy::start_from(&cd).await;
+    let url = proxy.url("/v1/chat/completions");
+    let client_key = ("authorization", "Bearer sk-client-own");
+    let body = r#"{"model":"gpt-4o","messages":[]}"#;
+    assert_eq!(post(&url, &[client_key], body).await.status, 200);
+    cd.write_policy("p.yaml", "policies:\n  - name: two\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = post(&url, &[client_key], body).await;
+        assert_eq!(r.status, 200);
+        if r.headers["x-warden-policy"] == "two" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload never happened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "the reload dropped the warm upstream connection");
+}

@@ -79,11 +79,30 @@ pub struct Provider {
     /// Why the provider cannot be used now (its key's variable is unset); `None` = enabled.
     pub disabled: Option<String>,
     pub transport: Transport,
+    /// What the transport was built from (base URL, protocol, connect timeout): a reload
+    /// that leaves it unchanged keeps the old transport and its warm connections.
+    transport_key: String,
 }
 
 impl Provider {
     pub fn speaks(&self, family: ApiFamily) -> bool {
         self.families.contains(&family)
+    }
+}
+
+impl Snapshot {
+    /// Takes over the transports (connection pools) of `previous`'s providers whose name and
+    /// transport settings are unchanged, so a reload does not drop warm upstream connections.
+    pub fn reuse_transports(&mut self, previous: &Snapshot) {
+        for p in &mut self.providers {
+            let Some(old) = previous.providers.iter().find(|o| o.name == p.name && o.transport_key == p.transport_key)
+            else {
+                continue;
+            };
+            if let Some(p) = Arc::get_mut(p) {
+                p.transport = old.transport.clone();
+            }
+        }
     }
 }
 
@@ -433,6 +452,7 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
             timeouts,
             disabled: None,
             transport: Transport::Mock(Mock::new()),
+            transport_key: "mock".into(),
         });
     }
     let base_text = match &p.base_url {
@@ -488,6 +508,7 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         base_includes_version: p.kind == ProviderKind::Openai,
         timeouts,
         disabled,
+        transport_key: format!("{base}|http2={}|connect={:?}", p.http2, timeouts.connect),
         transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {
             (true, Some(authority)) => {
                 let port = authority.port_u16().unwrap_or(80);
