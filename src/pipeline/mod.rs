@@ -118,7 +118,7 @@ where
         upstream_model: routed.rewrite_model.as_deref(),
         provider: Some(routed.provider.name.as_str()),
     };
-    let decision = policy::evaluate(&snap, &facts, &body)?;
+    let decision = policy::evaluate(&snap, &facts, &view.fields, &body)?;
     let model_span = view.model_span.clone();
     drop(view);
     policy::record(app, cx, &decision);

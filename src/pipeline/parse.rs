@@ -41,16 +41,48 @@ pub struct RequestView<'a> {
     /// Where the `model` value sits in the body, so an alias can be spliced in.
     pub model_span: Option<Range<usize>>,
     pub stream: bool,
+    /// Every top-level field any stage reads, found in this one scan of the body; later
+    /// stages parse only the values they need from these slices.
+    pub fields: Fields<'a>,
 }
 
-#[derive(Deserialize)]
-struct Fields<'a> {
+/// Top-level fields as raw slices of the body.
+#[derive(Debug, Default, Deserialize)]
+pub struct Fields<'a> {
     #[serde(borrow)]
-    model: Option<&'a RawValue>,
+    pub model: Option<&'a RawValue>,
     #[serde(borrow)]
-    stream: Option<&'a RawValue>,
+    pub stream: Option<&'a RawValue>,
     #[serde(borrow)]
-    messages: Option<&'a RawValue>,
+    pub messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub input: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub tools: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub n: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub temperature: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub top_p: Option<&'a RawValue>,
+}
+
+impl<'a> Fields<'a> {
+    /// A field by name, for the endpoint-dependent token-limit fields.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        match name {
+            "max_completion_tokens" => self.max_completion_tokens,
+            "max_tokens" => self.max_tokens,
+            "max_output_tokens" => self.max_output_tokens,
+            _ => None,
+        }
+    }
 }
 
 /// Reads `model` and `stream`, checking the types of the fields the endpoint relies on.
@@ -61,6 +93,7 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
             model: f.model.and_then(|m| serde_json::from_str::<Cow<str>>(m.get()).ok()),
             model_span: f.model.map(|m| span(body, m)),
             stream: f.stream.is_some_and(|s| s.get() == "true"),
+            fields: f,
         }));
     }
     if method != Method::POST {
@@ -108,7 +141,7 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
             None => return Err(ProxyError::BadRequest(format!("`{field}` is required"))),
         }
     }
-    Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream })
+    Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream, fields })
 }
 
 /// The byte range of a raw value inside the body it was parsed from.

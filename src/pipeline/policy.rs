@@ -14,11 +14,16 @@ use crate::policy::limits::{decide, Decision, SetTokens};
 use crate::state::AppState;
 
 use super::ctx::RequestCtx;
-use super::parse::{splice, Edit};
+use super::parse::{splice, Edit, Fields};
 
-pub fn evaluate<'s>(snap: &'s Snapshot, facts: &Facts, body: &[u8]) -> Result<Decision<'s>, ProxyError> {
+pub fn evaluate<'s>(
+    snap: &'s Snapshot,
+    facts: &Facts,
+    fields: &Fields,
+    body: &[u8],
+) -> Result<Decision<'s>, ProxyError> {
     let policies = snap.policies.resolve(facts);
-    decide(&policies, facts, body).map_err(ProxyError::BadRequest)
+    decide(&policies, facts, fields, body).map_err(ProxyError::BadRequest)
 }
 
 /// Makes the decision visible: response headers, the log line and metrics.

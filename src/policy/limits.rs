@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::compile::{Facts, Limits, Policy, Range as Bounds, Rule};
 use super::{Mode, OnExceed};
+use crate::pipeline::parse::Fields;
 use crate::provider::Endpoint;
 
 /// One rule's objection to a request.
@@ -52,26 +53,6 @@ pub struct Decision<'p> {
     pub set_tokens: Option<SetTokens>,
 }
 
-/// The fields the `limits` rules read, borrowed from the body.
-#[derive(Deserialize, Default)]
-struct View<'a> {
-    #[serde(borrow)]
-    max_completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    max_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    max_output_tokens: Option<&'a RawValue>,
-    n: Option<f64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    #[serde(borrow, default)]
-    tools: Option<Vec<Tool<'a>>>,
-    #[serde(borrow, default)]
-    messages: Option<Vec<Message<'a>>>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
-}
-
 #[derive(Deserialize)]
 struct Tool<'a> {
     #[serde(borrow)]
@@ -104,26 +85,20 @@ struct Typed<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-impl View<'_> {
-    fn field(&self, name: &str) -> Option<&RawValue> {
-        match name {
-            "max_completion_tokens" => self.max_completion_tokens,
-            "max_tokens" => self.max_tokens,
-            "max_output_tokens" => self.max_output_tokens,
-            _ => None,
-        }
-    }
-}
-
-/// Applies the policies' `limits` to the request body. `Err` names a field the rules need
-/// that does not have the API's shape (400).
-pub fn decide<'p>(policies: &[&'p Policy], facts: &Facts, body: &[u8]) -> Result<Decision<'p>, String> {
+/// Applies the policies' `limits` to a request: `fields` are the body's top-level fields as
+/// found by the parse stage (no second scan of the body), `body` the bytes they point into.
+/// `Err` names a field the rules need that does not have the API's shape (400).
+pub fn decide<'p>(
+    policies: &[&'p Policy],
+    facts: &Facts,
+    fields: &Fields,
+    body: &[u8],
+) -> Result<Decision<'p>, String> {
     let mut d = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
     if !needs_body(policies) {
         return Ok(d);
     }
-    let view: View = serde_json::from_slice(body).map_err(|e| format!("the request body cannot be checked: {e}"))?;
-    let req = Request::read(facts.endpoint, &view, body)?;
+    let req = Request::read(facts.endpoint, fields, body)?;
     for p in policies {
         if let Some(limits) = &p.limits {
             check(p, limits, facts, &req, &mut d);
@@ -143,34 +118,39 @@ struct Request<'a> {
     tool_rounds: u64,
 }
 
+/// A numeric field: `None` when absent or null.
+fn number(raw: Option<&RawValue>, name: &str) -> Result<Option<f64>, String> {
+    match raw.map(RawValue::get) {
+        None | Some("null") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| format!("`{name}` must be a number")),
+    }
+}
+
 impl<'a> Request<'a> {
-    fn read(endpoint: Endpoint, v: &View<'a>, body: &[u8]) -> Result<Request<'a>, String> {
+    fn read(endpoint: Endpoint, f: &Fields<'a>, body: &[u8]) -> Result<Request<'a>, String> {
         let mut tokens = None;
         for name in endpoint.max_tokens_fields() {
-            if let Some(raw) = v.field(name) {
-                if raw.get() == "null" {
-                    continue;
+            if let Some(raw) = f.get(name) {
+                if let Some(value) = number(Some(raw), name)? {
+                    tokens = Some((*name, value, crate::pipeline::parse::span(body, raw)));
+                    break;
                 }
-                let value: f64 = raw.get().parse().map_err(|_| format!("`{name}` must be a number"))?;
-                tokens = Some((*name, value, crate::pipeline::parse::span(body, raw)));
-                break;
             }
         }
-        let tools = v
-            .tools
-            .iter()
-            .flatten()
-            .filter_map(|t| {
-                t.function.as_ref().and_then(|f| f.name.clone()).or_else(|| t.name.clone()).or_else(|| t.kind.clone())
-            })
-            .collect();
+        let tools: Vec<Tool> = match f.tools.filter(|t| t.get() != "null") {
+            Some(raw) => {
+                serde_json::from_str(raw.get()).map_err(|_| "`tools` must be an array of tool objects".to_string())?
+            }
+            None => Vec::new(),
+        };
+        let tools = tools.into_iter().filter_map(|t| t.function.and_then(|f| f.name).or(t.name).or(t.kind)).collect();
         Ok(Request {
             tokens,
-            n: v.n,
-            temperature: v.temperature,
-            top_p: v.top_p,
+            n: number(f.n, "n")?,
+            temperature: number(f.temperature, "temperature")?,
+            top_p: number(f.top_p, "top_p")?,
             tools,
-            tool_rounds: tool_rounds(endpoint, v)?,
+            tool_rounds: tool_rounds(endpoint, f)?,
         })
     }
 }
@@ -281,9 +261,9 @@ fn outside(r: Bounds, v: f64) -> Option<String> {
 
 /// Tool-call rounds in the history: assistant turns that asked for tools (OpenAI
 /// `tool_calls`, Anthropic `tool_use` blocks), or runs of `function_call` items (Responses).
-fn tool_rounds(endpoint: Endpoint, v: &View) -> Result<u64, String> {
+fn tool_rounds(endpoint: Endpoint, f: &Fields) -> Result<u64, String> {
     if endpoint == Endpoint::Responses {
-        let Some(input) = v.input.filter(|i| i.get().starts_with('[')) else { return Ok(0) };
+        let Some(input) = f.input.filter(|i| i.get().starts_with('[')) else { return Ok(0) };
         let items: Vec<Typed> =
             serde_json::from_str(input.get()).map_err(|_| "`input` items must be objects".to_string())?;
         let mut rounds = 0;
@@ -297,8 +277,14 @@ fn tool_rounds(endpoint: Endpoint, v: &View) -> Result<u64, String> {
         }
         return Ok(rounds);
     }
+    let messages: Vec<Message> = match f.messages.filter(|m| m.get().starts_with('[')) {
+        Some(raw) => {
+            serde_json::from_str(raw.get()).map_err(|_| "`messages` must be an array of message objects".to_string())?
+        }
+        None => Vec::new(),
+    };
     let mut rounds = 0;
-    for m in v.messages.iter().flatten().filter(|m| m.role.as_deref() == Some("assistant")) {
+    for m in messages.iter().filter(|m| m.role.as_deref() == Some("assistant")) {
         let openai = m.tool_calls.is_some_and(|c| c.get().starts_with('[') && c.get() != "[]");
         let anthropic = match m.content.filter(|c| c.get().starts_with('[')) {
             Some(blocks) => serde_json::from_str::<Vec<Typed>>(blocks.get())
@@ -321,8 +307,8 @@ mod tests {
 
     fn rounds(endpoint: Endpoint, body: &Value) -> u64 {
         let text = body.to_string();
-        let v: View = serde_json::from_str(&text).unwrap();
-        tool_rounds(endpoint, &v).unwrap()
+        let f: Fields = serde_json::from_str(&text).unwrap();
+        tool_rounds(endpoint, &f).unwrap()
     }
 
     fn openai_rounds(n: usize) -> Value {
@@ -365,8 +351,8 @@ mod tests {
             {"type": "web_search"}
         ]})
         .to_string();
-        let v: View = serde_json::from_str(&body).unwrap();
-        let req = Request::read(Endpoint::ChatCompletions, &v, body.as_bytes()).unwrap();
+        let f: Fields = serde_json::from_str(&body).unwrap();
+        let req = Request::read(Endpoint::ChatCompletions, &f, body.as_bytes()).unwrap();
         assert_eq!(req.tools, vec!["a", "b", "web_search"]);
     }
 }

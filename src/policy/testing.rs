@@ -135,7 +135,8 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
     let facts = Facts { key: Some(key), endpoint, model, upstream_model: upstream, provider };
     let policies = snap.policies.resolve(&facts);
     let body = serde_json::to_vec(&case.request).map_err(|e| e.to_string())?;
-    let d = decide(&policies, &facts, &body)?;
+    let view = crate::pipeline::parse::view(endpoint, &http::Method::POST, &body).map_err(|e| e.to_string())?;
+    let d = decide(&policies, &facts, &view.fields, &body)?;
     let e = &case.expect;
     let (got, culprit) = match (&d.block, d.would_block.first()) {
         (Some(v), _) => (Expected::Block, Some(v)),
