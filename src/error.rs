@@ -24,6 +24,15 @@ pub enum ProxyError {
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
     ModelNotFound(String),
+    /// An unnamed `/v1` path that no provider or policy lists in `extra_paths`.
+    #[error("the path {path} is not forwarded by warden: no `extra_paths` entry of provider `{provider}` allows it")]
+    PathNotForwarded { path: String, provider: String },
+    #[error("the request body repeats the key `{path}`; send each key once")]
+    DuplicateKey { path: String },
+    #[error("request bodies with content-encoding `{0}` are not accepted; send the body uncompressed")]
+    UnsupportedEncoding(String),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("{0}")]
@@ -32,7 +41,8 @@ pub enum ProxyError {
     BadTarget(&'static str),
     #[error("could not read the request body: {0}")]
     ClientBody(String),
-    #[error("upstream provider `{provider}` could not be reached: {reason}")]
+    /// `reason` (addresses, OS errors) goes to the log only; the client learns the provider.
+    #[error("upstream provider `{provider}` could not be reached")]
     UpstreamConnect { provider: String, reason: String },
     #[error("upstream provider `{provider}` timed out ({phase})")]
     UpstreamTimeout { provider: String, phase: &'static str },
@@ -66,6 +76,10 @@ impl ProxyError {
             ProxyError::UnknownEndpoint { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::PathNotForwarded { .. } => StatusCode::NOT_FOUND,
+            ProxyError::DuplicateKey { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
@@ -85,6 +99,10 @@ impl ProxyError {
             ProxyError::UnknownEndpoint { .. } => ErrorClass::NotFound,
             ProxyError::MethodNotAllowed { .. } => ErrorClass::InvalidRequest,
             ProxyError::ModelNotFound(_) => ErrorClass::NotFound,
+            ProxyError::PathNotForwarded { .. } => ErrorClass::NotFound,
+            ProxyError::DuplicateKey { .. } => ErrorClass::InvalidRequest,
+            ProxyError::UnsupportedEncoding(_) => ErrorClass::InvalidRequest,
+            ProxyError::BodyTimeout(_) => ErrorClass::Timeout,
             ProxyError::BodyTooLarge { .. } => ErrorClass::TooLarge,
             ProxyError::BadRequest(_) => ErrorClass::InvalidRequest,
             ProxyError::BadTarget(_) => ErrorClass::InvalidRequest,
@@ -105,6 +123,10 @@ impl ProxyError {
             ProxyError::UnknownEndpoint { .. } => "unknown_endpoint",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::ModelNotFound(_) => "model_not_found",
+            ProxyError::PathNotForwarded { .. } => "path_not_forwarded",
+            ProxyError::DuplicateKey { .. } => "duplicate_key",
+            ProxyError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BadTarget(_) => "bad_target",
@@ -122,9 +144,12 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => Some("invalid_api_key"),
             ProxyError::ModelNotFound(_) => Some("model_not_found"),
             ProxyError::BodyTooLarge { .. } => Some("request_too_large"),
-            ProxyError::UnknownEndpoint { .. } => Some("unknown_url"),
+            ProxyError::UnknownEndpoint { .. } | ProxyError::PathNotForwarded { .. } => Some("unknown_url"),
             ProxyError::PolicyViolation(_) => Some("policy_violation"),
             ProxyError::Forbidden(_)
+            | ProxyError::DuplicateKey { .. }
+            | ProxyError::UnsupportedEncoding(_)
+            | ProxyError::BodyTimeout(_)
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
@@ -139,7 +164,11 @@ impl ProxyError {
     pub fn param(&self) -> Option<&str> {
         match self {
             ProxyError::PolicyViolation(v) => Some(v.field.as_str()),
-            ProxyError::Unauthorized(_)
+            ProxyError::DuplicateKey { path } => Some(path.as_str()),
+            ProxyError::PathNotForwarded { .. }
+            | ProxyError::UnsupportedEncoding(_)
+            | ProxyError::BodyTimeout(_)
+            | ProxyError::Unauthorized(_)
             | ProxyError::Forbidden(_)
             | ProxyError::UnknownEndpoint { .. }
             | ProxyError::MethodNotAllowed { .. }
@@ -154,17 +183,41 @@ impl ProxyError {
         }
     }
 
+    /// What the log line records beyond [`ProxyError::kind`]: the internal cause that the
+    /// client is not told (an upstream's address, an OS error).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ProxyError::UpstreamConnect { reason, .. } => Some(reason.clone()),
+            ProxyError::Unauthorized(_)
+            | ProxyError::Forbidden(_)
+            | ProxyError::UnknownEndpoint { .. }
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::ModelNotFound(_)
+            | ProxyError::PathNotForwarded { .. }
+            | ProxyError::DuplicateKey { .. }
+            | ProxyError::UnsupportedEncoding(_)
+            | ProxyError::BodyTimeout(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadTarget(_)
+            | ProxyError::ClientBody(_)
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::PolicyViolation(_)
+            | ProxyError::Internal(_) => None,
+        }
+    }
+
     /// Renders the error in the caller's API format. This is the only place an error
     /// becomes an HTTP response.
     pub fn into_response(self, family: ApiFamily) -> Response<Body> {
         let status = self.status();
         let body = family.dialect().error_body(self.class(), self.code(), self.param(), &self.to_string());
-        error_response(status, body)
+        json_response(status, body)
     }
 }
 
-/// A JSON error response with the given body.
-pub fn error_response(status: StatusCode, body: Bytes) -> Response<Body> {
+/// A JSON response (an error body, or a body warden answers itself) with the given status.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -157,7 +157,7 @@ fn warden_test_fails_on_a_failing_case() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("FAIL") && stdout.contains("expected Allow, got Block"), "{stdout}");
+    assert!(stdout.contains("FAIL") && stdout.contains("expected allow, got block"), "{stdout}");
     assert!(stdout.contains("policy tests: 0 passed, 1 failed"), "{stdout}");
 }
 

@@ -146,10 +146,10 @@ async fn alias_rewrites_model_for_upstream() {
 #[tokio::test]
 async fn other_v1_paths_are_proxied_by_model() {
     let (mock, proxy) = setup().await;
-    let r = post(&proxy.url("/v1/batches"), &[BEARER], r#"{"model":"gpt-4o","input_file_id":"f"}"#).await;
+    let r = post(&proxy.url("/v1/vector_stores/vs_1"), &[BEARER], r#"{"model":"gpt-4o","name":"f"}"#).await;
     // The mock has no such endpoint: its own 404 body comes back unchanged.
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["error"]["message"], "mock provider: no endpoint /v1/batches");
+    assert_eq!(r.json()["error"]["message"], "mock provider: no endpoint /v1/vector_stores/vs_1");
     assert_eq!(mock.stats.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 

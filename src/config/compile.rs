@@ -32,6 +32,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub http2_keep_alive: Duration,
     pub drain_timeout: Duration,
     pub policies_dir: PathBuf,
     pub watch_files: bool,
@@ -76,6 +79,8 @@ pub struct Provider {
     /// `ANTHROPIC_BASE_URL`), so the whole path is appended.
     pub base_includes_version: bool,
     pub timeouts: Timeouts,
+    /// Unnamed `/v1` paths this provider may be sent (empty: none).
+    pub extra_paths: Vec<Glob>,
     /// Why the provider cannot be used now (its key's variable is unset); `None` = enabled.
     pub disabled: Option<String>,
     pub transport: Transport,
@@ -298,6 +303,9 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         max_body_bytes: limits.max_body_bytes.map_or(10 << 20, |n| n as usize),
         max_header_bytes: limits.max_header_bytes.map_or(64 << 10, |n| n as usize).max(8192),
         header_read_timeout: limits.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        body_read_timeout: limits.body_read_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        idle_timeout: limits.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        http2_keep_alive: limits.http2_keep_alive.map_or(Duration::from_secs(20), |d| d.0),
         drain_timeout: limits.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
         policies_dir: base_dir.join(raw.policies.dir.as_deref().unwrap_or("policies")),
         watch_files: raw.policies.watch.unwrap_or(true),
@@ -423,6 +431,13 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
 }
 
 fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
+    let mut extra_paths = Vec::new();
+    for v in &p.extra_paths {
+        match Glob::path(&v.value) {
+            Ok(g) => extra_paths.push(g),
+            Err(e) => cx.err(v, e),
+        }
+    }
     let t = &p.timeouts;
     let timeouts = Timeouts {
         connect: t.connect.map_or(DEFAULT_TIMEOUTS.connect, |d| d.0),
@@ -450,6 +465,7 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
             passthrough: false,
             base_includes_version: false,
             timeouts,
+            extra_paths,
             disabled: None,
             transport: Transport::Mock(Mock::new()),
             transport_key: "mock".into(),
@@ -507,6 +523,7 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         passthrough: p.passthrough,
         base_includes_version: p.kind == ProviderKind::Openai,
         timeouts,
+        extra_paths,
         disabled,
         transport_key: format!("{base}|http2={}|connect={:?}", p.http2, timeouts.connect),
         transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {

@@ -17,6 +17,14 @@ impl Glob {
         Ok(Glob { pattern: pattern.to_string() })
     }
 
+    /// A path glob for `extra_paths`: an absolute `/v1/...` path; `*` and `?` allowed.
+    pub fn path(pattern: &str) -> Result<Glob, String> {
+        if !pattern.starts_with("/v1/") {
+            return Err(format!("extra path `{pattern}` must start with `/v1/`"));
+        }
+        Glob::new(pattern)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.pattern
     }

@@ -98,6 +98,12 @@ pub struct RawLimits {
     pub max_body_bytes: Option<u64>,
     pub max_header_bytes: Option<u64>,
     pub header_read_timeout: Option<Dur>,
+    /// A request body must arrive within this long once its headers have.
+    pub body_read_timeout: Option<Dur>,
+    /// A connection with no request in flight is closed after this long (HTTP/1.1 and 2).
+    pub idle_timeout: Option<Dur>,
+    /// HTTP/2 PING interval; a client that does not answer within the same time is dropped.
+    pub http2_keep_alive: Option<Dur>,
     pub drain_timeout: Option<Dur>,
 }
 
@@ -130,6 +136,10 @@ pub struct RawProvider {
     /// Model names to list in `GET /v1/models` (routing is by `routes`).
     #[serde(default)]
     pub models: Vec<String>,
+    /// Unnamed `/v1` paths (globs such as `/v1/files*`) this provider may be sent. Default
+    /// none: warden forwards only the endpoints whose requests it understands.
+    #[serde(default)]
+    pub extra_paths: Vec<Spanned<String>>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
 }

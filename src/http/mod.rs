@@ -3,3 +3,5 @@
 pub mod body;
 pub mod h1pool;
 pub mod headers;
+pub mod json;
+pub mod target;

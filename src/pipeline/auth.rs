@@ -71,6 +71,15 @@ pub enum UpstreamCredential<'a> {
     None,
 }
 
+/// Refuses a caller that is not a virtual key when the routed provider does not take
+/// clients' own keys: that is an authentication failure, decided before any policy.
+pub fn admit(identity: &Identity, provider: &Provider) -> Result<(), ProxyError> {
+    match identity {
+        Identity::Unverified { .. } if !provider.passthrough => Err(ProxyError::Unauthorized(INVALID)),
+        Identity::Key(_) | Identity::Unverified { .. } => Ok(()),
+    }
+}
+
 /// Checks that the identity may use the routed provider and picks the upstream credential.
 pub fn authorize<'a>(
     snap: &Snapshot,

@@ -37,6 +37,8 @@ pub struct RequestCtx {
     /// Time spent waiting for the upstream's response headers.
     pub upstream_wait: Duration,
     pub error_kind: Option<&'static str>,
+    /// An error's internal cause, for the log line only (never sent to the client).
+    pub error_detail: Option<String>,
     /// The policies that applied (comma-separated), for `x-warden-policy` and the log.
     pub policies: Option<String>,
     /// Monitor-mode violations (`policy:rule`, comma-separated), for `x-warden-would-block`.
@@ -60,6 +62,7 @@ impl RequestCtx {
             stream: false,
             upstream_wait: Duration::ZERO,
             error_kind: None,
+            error_detail: None,
             policies: None,
             would_block: None,
         }

@@ -98,6 +98,7 @@ impl Drop for Finish {
             ttfb_ms = self.ttfb.map_or(-1.0, ms),
             bytes = self.bytes,
             error = cx.error_kind.unwrap_or("-"),
+            error_detail = cx.error_detail.as_deref().unwrap_or("-"),
             policies = cx.policies.as_deref().unwrap_or("-"),
             would_block = cx.would_block.as_deref().unwrap_or("-"),
             policy_version = cx.snapshot.policies.version,

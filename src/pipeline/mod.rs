@@ -2,14 +2,19 @@
 //!
 //! ```text
 //! handle ─ begin: request id, clock, ONE config snapshot for the whole request
-//!   run ─ parse::check_target      reject absolute-form / dot-segment targets
-//!       ─ Endpoint::classify       which API and endpoint (404 outside /v1/)
+//!   run ─ target::normalize        decode unreserved %XX; refuse absolute-form, dot segments,
+//!                                  other escapes (the path classified is the path forwarded)
+//!       ─ Endpoint::for_request    which API and endpoint (404 outside /v1/); methods other
+//!                                  than GET, POST, DELETE → 405
 //!       ─ auth::authenticate       virtual key by SHA-256 (401 before reading the body)
-//!       ─ body::read_limited       413 past the limit, never buffered beyond it
-//!       ─ parse::view              `model`, `stream`; 400 naming a wrong field
+//!       ─ body::read_limited       413 past the limit, 408 past body_read_timeout, 415 if encoded
+//!       ─ parse::view              JSON with unique keys at every depth; 400 naming a field
 //!       ─ route::resolve           model/alias → provider from config only (no SSRF)
-//!       ─ auth::authorize          key may use provider; pick upstream credential
-//!       ─ policy::evaluate         matching policies' `limits` → block / monitor / clamp
+//!       ─ route::check_extra_path  unnamed paths only where the provider lists them (404)
+//!       ─ policy::evaluate         matching policies' `limits` → block / monitor / clamp;
+//!                                  each nested batch request as if sent alone
+//!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
+//!       ─ policy::rewrite          aliases and token limits spliced into the body in one pass
 //!       ─ upstream::send           credential swap, first-byte timeout
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB
 //!   finish (Drop) ─ metrics + one log line, when the body ends or the client goes
@@ -32,9 +37,12 @@ use std::time::Instant;
 
 use http::{Request, Response};
 
-use crate::error::{error_response, ProxyError};
+use crate::config::Snapshot;
+use crate::error::{json_response, ProxyError};
 use crate::http::body::{read_limited, Body};
-use crate::provider::{ApiFamily, Endpoint};
+use crate::http::target;
+use crate::policy::evaluate::batch_model;
+use crate::provider::{ApiFamily, Endpoint, FORWARDED_METHODS};
 use crate::state::AppState;
 use ctx::{ConnInfo, RequestCtx};
 use finish::Finish;
@@ -46,13 +54,19 @@ where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<crate::http::body::BoxError>,
 {
-    let family = ApiFamily::detect(req.uri().path(), req.headers());
+    let path = target::normalize(req.uri(), req.version());
+    let family = ApiFamily::detect(path.as_deref().unwrap_or(req.uri().path()), req.headers());
     let cx = RequestCtx::begin(app.snapshot.load_full(), conn, req.method().clone(), family);
     let mut fin = Finish::new(app, cx);
-    match run(&fin.app, &mut fin.cx, req).await {
+    let result = match path {
+        Ok(path) => run(&fin.app, &mut fin.cx, req, &path).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok((resp, timeouts)) => respond::wrap(fin, resp, timeouts),
         Err(e) => {
             fin.cx.error_kind = Some(e.kind());
+            fin.cx.error_detail = e.detail();
             fin.app.metrics.errors.with_label_values(&[e.kind()]).inc();
             let resp = e.into_response(fin.cx.family);
             respond::wrap(fin, resp, None)
@@ -64,19 +78,23 @@ async fn run<B>(
     app: &AppState,
     cx: &mut RequestCtx,
     req: Request<B>,
+    path: &str,
 ) -> Result<(Response<Body>, Option<BodyTimeouts>), ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<crate::http::body::BoxError>,
 {
     let snap = cx.snapshot.clone();
-    parse::check_target(req.uri(), req.version())?;
-    let path = req.uri().path();
-    let endpoint = Endpoint::classify(path)
-        .ok_or_else(|| ProxyError::UnknownEndpoint { method: req.method().to_string(), path: path.to_string() })?;
+    let method = req.method();
+    let endpoint = Endpoint::for_request(method, path)
+        .ok_or_else(|| ProxyError::UnknownEndpoint { method: method.to_string(), path: path.to_string() })?;
     cx.endpoint = Some(endpoint);
-    if endpoint.method().is_some_and(|m| m != req.method()) {
-        return Err(ProxyError::MethodNotAllowed { method: req.method().to_string(), path: path.to_string() });
+    let method_ok = match endpoint.method() {
+        Some(m) => m == method,
+        None => FORWARDED_METHODS.contains(method),
+    };
+    if !method_ok {
+        return Err(ProxyError::MethodNotAllowed { method: method.to_string(), path: path.to_string() });
     }
     let identity = auth::authenticate(&snap, req.headers(), &cx.conn)?;
     if let auth::Identity::Key(k) = &identity {
@@ -89,50 +107,72 @@ where
             auth::Identity::Unverified { .. } => None,
         };
         let body = cx.family.dialect().models_body(&route::visible_models(&snap, key));
-        return Ok((error_response(http::StatusCode::OK, body), None));
+        return Ok((json_response(http::StatusCode::OK, body), None));
     }
 
     let (parts, body) = req.into_parts();
-    let content_length =
-        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let mut body = read_limited(body, content_length, snap.settings.max_body_bytes).await?;
+    let body = read_body(&snap, &parts.headers, body).await?;
     let view = parse::view(endpoint, &parts.method, &body)?;
     cx.stream = view.stream;
-    let routed = route::resolve(&snap, cx.family, view.model.as_deref())?;
+    let batch_model = if endpoint.batch_item().is_some() { batch_model(&view.fields) } else { None };
+    let model = view.model.as_deref().or(batch_model.as_deref());
+    let routed = route::resolve(&snap, cx.family, model)?;
+    auth::admit(&identity, &routed.provider)?;
+    if endpoint == Endpoint::Other {
+        route::check_extra_path(&routed, path)?;
+    }
+    cx.provider = Some(routed.provider.clone());
+    cx.route_label = Some(routed.label.clone());
+    // A batch is routed by its first nested model, but its own body names none: only the
+    // nested requests are renamed.
+    let rewrite_model = if batch_model.is_some() { None } else { routed.rewrite_model.as_deref() };
+
+    let key = match &identity {
+        auth::Identity::Key(k) => Some(k.as_ref()),
+        auth::Identity::Unverified { .. } => None,
+    };
+    let facts = policy::Facts {
+        key,
+        endpoint,
+        model: view.model.as_deref(),
+        upstream_model: rewrite_model,
+        provider: Some(routed.provider.name.as_str()),
+        path,
+    };
+    let evaluated = policy::evaluate(&snap, &facts, &view.fields, &body)?;
+    policy::record(app, cx, &evaluated.decision);
+    if let Some(v) = evaluated.decision.block {
+        return Err(ProxyError::PolicyViolation(Box::new(v)));
+    }
+
     let passthrough_id = match &identity {
         auth::Identity::Unverified { id, .. } => Some(id.clone()),
         auth::Identity::Key(_) => None,
     };
+    route::check_enabled(&routed, model)?;
     let (key, credential) = auth::authorize(&snap, identity, &routed.provider)?;
     if key.is_none() {
         cx.passthrough = passthrough_id;
     }
     cx.key = key;
-    cx.provider = Some(routed.provider.clone());
-    cx.route_label = Some(routed.label.clone());
 
-    let facts = policy::Facts {
-        key: cx.key.as_deref(),
-        endpoint,
-        model: view.model.as_deref(),
-        upstream_model: routed.rewrite_model.as_deref(),
-        provider: Some(routed.provider.name.as_str()),
-    };
-    let decision = policy::evaluate(&snap, &facts, &view.fields, &body)?;
     let model_span = view.model_span.clone();
     drop(view);
-    policy::record(app, cx, &decision);
-    if let Some(v) = decision.block {
-        return Err(ProxyError::PolicyViolation(Box::new(v)));
-    }
-    if routed.rewrite_model.is_some() || decision.set_tokens.is_some() {
-        let model = routed.rewrite_model.as_deref().map(|m| (m, model_span));
-        body = policy::rewrite(&body, model, decision.set_tokens.as_ref());
-    }
-
+    let body = policy::rewrite(
+        body,
+        rewrite_model.map(|m| (m, model_span)),
+        &evaluated.decision.set_tokens,
+        &evaluated.model_edits,
+    );
     let provider = &routed.provider;
-    let out =
-        upstream::Outgoing { method: parts.method, uri: &parts.uri, headers: parts.headers, body, family: cx.family };
+    let out = upstream::Outgoing {
+        method: parts.method,
+        path: endpoint.canonical_path().unwrap_or(path),
+        query: parts.uri.query(),
+        headers: parts.headers,
+        body,
+        family: cx.family,
+    };
     let (resp, waited) = upstream::send(provider, credential, out).await?;
     cx.upstream_wait = waited;
     app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
@@ -141,4 +181,26 @@ where
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
     Ok((resp, Some(timeouts)))
+}
+
+/// Reads the request body within the size limit and `body_read_timeout`. Compressed bodies
+/// are refused: warden must read what the upstream will read.
+async fn read_body<B>(snap: &Snapshot, headers: &http::HeaderMap, body: B) -> Result<bytes::Bytes, ProxyError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<crate::http::body::BoxError>,
+{
+    for v in headers.get_all(http::header::CONTENT_ENCODING) {
+        let v = v.to_str().unwrap_or("?").trim();
+        if !v.eq_ignore_ascii_case("identity") {
+            return Err(ProxyError::UnsupportedEncoding(v.chars().take(32).collect()));
+        }
+    }
+    let content_length =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let limit = snap.settings.max_body_bytes;
+    let timeout = snap.settings.body_read_timeout;
+    tokio::time::timeout(timeout, read_limited(body, content_length, limit))
+        .await
+        .map_err(|_| ProxyError::BodyTimeout(timeout))?
 }

@@ -1,38 +1,18 @@
-//! Request parsing stage: rejects unsafe request targets, classifies the endpoint, and reads
-//! the few body fields warden needs (`model`, `stream`) without copying the body.
-//! Runs first; never changes the body.
+//! Request parsing stage: reads the body fields warden needs (`model`, `stream`, and every
+//! top-level field a policy rule reads) in one scan, without copying the body, and refuses
+//! bodies that a lenient upstream could read differently (repeated keys at any depth,
+//! broken JSON on any path that carries JSON). Never changes the body.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
-use http::{Method, Uri, Version};
+use http::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
+use crate::http::json::{check_unique_keys, JsonProblem};
 use crate::provider::Endpoint;
-
-/// Rejects absolute-form and asterisk-form targets and any path that could climb out of an
-/// upstream's base path once appended to it (`..`, `.`, `//`, encoded dots or slashes).
-pub fn check_target(uri: &Uri, version: Version) -> Result<(), ProxyError> {
-    // HTTP/2 always carries scheme and authority; for HTTP/1 they mean absolute-form, i.e.
-    // a client asking warden to act as a forward proxy.
-    if version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some()) {
-        return Err(ProxyError::BadTarget("absolute-form targets are not accepted; send the path only"));
-    }
-    let path = uri.path();
-    if !path.starts_with('/') {
-        return Err(ProxyError::BadTarget("the target must be an absolute path"));
-    }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
-        return Err(ProxyError::BadTarget("encoded dots, slashes or backslashes are not accepted in paths"));
-    }
-    if path[1..].split('/').any(|seg| seg == ".." || seg == "." || (seg.is_empty() && path.len() > 1)) {
-        return Err(ProxyError::BadTarget("dot segments and empty segments are not accepted in paths"));
-    }
-    Ok(())
-}
 
 /// The fields of a request body warden reads.
 #[derive(Debug, Default)]
@@ -65,8 +45,23 @@ pub struct Fields<'a> {
     pub max_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     pub max_output_tokens: Option<&'a RawValue>,
+    /// Anthropic's legacy `/v1/complete`, reachable only as a pass-through path.
+    #[serde(borrow)]
+    pub max_tokens_to_sample: Option<&'a RawValue>,
     #[serde(borrow)]
     pub n: Option<&'a RawValue>,
+    /// Legacy completions: how many candidates are generated server-side (like `n`).
+    #[serde(borrow)]
+    pub best_of: Option<&'a RawValue>,
+    /// Legacy OpenAI function calling: tools by another name.
+    #[serde(borrow)]
+    pub functions: Option<&'a RawValue>,
+    /// Anthropic remote MCP servers: tools the model may call through the provider.
+    #[serde(borrow)]
+    pub mcp_servers: Option<&'a RawValue>,
+    /// Anthropic message batches: the nested requests.
+    #[serde(borrow)]
+    pub requests: Option<&'a RawValue>,
     #[serde(borrow)]
     pub temperature: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -80,45 +75,65 @@ impl<'a> Fields<'a> {
             "max_completion_tokens" => self.max_completion_tokens,
             "max_tokens" => self.max_tokens,
             "max_output_tokens" => self.max_output_tokens,
+            "max_tokens_to_sample" => self.max_tokens_to_sample,
             _ => None,
         }
     }
 }
 
 /// Reads `model` and `stream`, checking the types of the fields the endpoint relies on.
-/// For pass-through endpoints a body that is not JSON is forwarded untouched.
+/// On pass-through paths a body that is not JSON (an upload, audio) is forwarded untouched;
+/// one that is JSON gets the same checks as on named endpoints.
 pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<RequestView<'a>, ProxyError> {
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
     if endpoint == Endpoint::Other {
-        return Ok(serde_json::from_slice::<Fields>(body).ok().map_or_else(RequestView::default, |f| RequestView {
-            model: f.model.and_then(|m| serde_json::from_str::<Cow<str>>(m.get()).ok()),
-            model_span: f.model.map(|m| span(body, m)),
-            stream: f.stream.is_some_and(|s| s.get() == "true"),
-            fields: f,
-        }));
+        return match first {
+            Some(b'{' | b'[') => {
+                let fields = read_json(body, first)?;
+                read_view(endpoint, body, fields)
+            }
+            _ => Ok(RequestView::default()),
+        };
     }
     if method != Method::POST {
         return Ok(RequestView::default());
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if first.is_none() {
         return Err(ProxyError::BadRequest("the request body is empty; expected a JSON object".into()));
     }
-    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
-    let fields: Fields = match serde_json::from_slice(body) {
-        Ok(f) => f,
-        Err(_) if first != Some(b'{') => {
+    let fields = read_json(body, first)?;
+    read_view(endpoint, body, fields)
+}
+
+/// Parses a JSON body: one object, no key repeated at any depth.
+fn read_json(body: &[u8], first: Option<u8>) -> Result<Fields<'_>, ProxyError> {
+    match check_unique_keys(body) {
+        Ok(()) => {}
+        Err(JsonProblem::Duplicate(d)) => return Err(ProxyError::DuplicateKey { path: d.path }),
+        Err(JsonProblem::Invalid(_)) if first != Some(b'{') => {
             return Err(ProxyError::BadRequest("the request body must be a JSON object".into()));
         }
-        // With every field read raw, the only data error left is a repeated field.
-        Err(e) if e.classify() == serde_json::error::Category::Data => {
-            return Err(ProxyError::BadRequest(format!("the request body is invalid: {e}")));
+        Err(JsonProblem::Invalid(e)) if e.to_string().contains("escape") => {
+            return Err(ProxyError::BadRequest(format!(
+                "the request body has an invalid `\\u` escape (such as a lone UTF-16 surrogate) at line {} column {}",
+                e.line(),
+                e.column()
+            )));
         }
-        Err(e) => return Err(ProxyError::BadRequest(format!("the request body is not valid JSON: {e}"))),
-    };
+        Err(JsonProblem::Invalid(e)) => {
+            return Err(ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")));
+        }
+    }
+    if first != Some(b'{') {
+        return Err(ProxyError::BadRequest("the request body must be a JSON object".into()));
+    }
+    // The body is valid JSON with unique keys, so every error left is a field's wrong type.
+    serde_json::from_slice(body).map_err(|e| ProxyError::BadRequest(format!("the request body is invalid: {e}")))
+}
+
+fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Result<RequestView<'a>, ProxyError> {
     let model = match fields.model {
-        Some(raw) => Some(
-            serde_json::from_str::<Cow<str>>(raw.get())
-                .map_err(|_| ProxyError::BadRequest(format!("`model` must be a string, got {}", kind_of(raw))))?,
-        ),
+        Some(raw) => Some(string_field(raw, "model")?),
         None if endpoint.requires_model() => {
             return Err(ProxyError::BadRequest("`model` is required".into()));
         }
@@ -127,13 +142,13 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
     let stream = match fields.stream.map(RawValue::get) {
         None | Some("false" | "null") => false,
         Some("true") => true,
-        Some(_) => {
-            let raw = fields.stream.map_or("null", RawValue::get);
+        Some(raw) => {
             return Err(ProxyError::BadRequest(format!("`stream` must be a boolean, got {}", kind_of_text(raw))));
         }
     };
     if let Some(field) = endpoint.required_array() {
-        match fields.messages {
+        let raw = if field == "requests" { fields.requests } else { fields.messages };
+        match raw {
             Some(m) if m.get().starts_with('[') => {}
             Some(m) => {
                 return Err(ProxyError::BadRequest(format!("`{field}` must be an array, got {}", kind_of(m))));
@@ -142,6 +157,16 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
         }
     }
     Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream, fields })
+}
+
+/// A string field's value, escapes decoded.
+pub fn string_field<'a>(raw: &'a RawValue, name: &str) -> Result<Cow<'a, str>, ProxyError> {
+    serde_json::from_str::<Cow<str>>(raw.get()).map_err(|_| match raw.get().as_bytes().first() {
+        Some(b'"') => ProxyError::BadRequest(format!(
+            "`{name}` is not a valid string: it has an invalid escape (such as a lone UTF-16 surrogate)"
+        )),
+        _ => ProxyError::BadRequest(format!("`{name}` must be a string, got {}", kind_of(raw))),
+    })
 }
 
 /// The byte range of a raw value inside the body it was parsed from.
@@ -154,6 +179,8 @@ pub fn span(body: &[u8], raw: &RawValue) -> Range<usize> {
 pub struct Edit {
     /// The value's current range, or `None` to add the field.
     pub span: Option<Range<usize>>,
+    /// Where the object that gets a new field opens (its `{`).
+    pub object: usize,
     pub field: &'static str,
     /// The new value, as JSON text.
     pub value: String,
@@ -162,7 +189,9 @@ pub struct Edit {
 /// Applies edits by splicing bytes: the rest of the body is forwarded exactly as sent, and
 /// nothing is parsed or serialised again.
 pub fn splice(body: &[u8], mut edits: Vec<Edit>) -> bytes::Bytes {
-    edits.sort_by_key(|e| e.span.as_ref().map_or(0, |r| r.start));
+    // New fields go first in their object, right after its `{`.
+    let at = |e: &Edit| e.span.as_ref().map_or(e.object + 1, |r| r.start);
+    edits.sort_by_key(at);
     let mut out = Vec::with_capacity(body.len() + 64);
     let mut pos = 0;
     for e in &edits {
@@ -174,9 +203,8 @@ pub fn splice(body: &[u8], mut edits: Vec<Edit>) -> bytes::Bytes {
             }
             Some(_) => {}
             None => {
-                // New fields go first in the object: after `{`, before the first member.
-                let Some(open) = body.iter().position(|b| *b == b'{') else { continue };
-                if pos > open {
+                let open = e.object;
+                if body.get(open) != Some(&b'{') || pos > open + 1 {
                     continue;
                 }
                 out.extend_from_slice(&body[pos..=open]);
@@ -239,8 +267,18 @@ mod tests {
         assert_eq!(err(Endpoint::Embeddings, ""), "the request body is empty; expected a JSON object");
         assert_eq!(
             err(Endpoint::Embeddings, r#"{"model":"a","model":"b"}"#),
-            "the request body is invalid: duplicate field `model` at line 1 column 20"
+            "the request body repeats the key `model`; send each key once"
         );
+        assert_eq!(
+            err(Endpoint::Other, r#"{"model":"a","x":[{"n":1,"n":8}]}"#),
+            "the request body repeats the key `x[0].n`; send each key once"
+        );
+        assert_eq!(
+            err(Endpoint::ChatCompletions, r#"{"model":"\ud800","messages":[]}"#),
+            "the request body has an invalid `\\u` escape (such as a lone UTF-16 surrogate) at line 1 column 17"
+        );
+        assert_eq!(err(Endpoint::Other, r#"{"model": "#).get(..31), Some("the request body is not valid J"));
+        assert_eq!(err(Endpoint::Other, "file bytes"), "ok");
     }
 
     #[test]
@@ -257,27 +295,20 @@ mod tests {
         let body = br#"{ "model" : "fast", "messages":[{"content":"x  y"}], "max_tokens": 900 }"#;
         let v = view(Endpoint::ChatCompletions, &Method::POST, body).unwrap();
         let edits = vec![
-            Edit { span: v.model_span.clone(), field: "model", value: "\"gpt-4o-mini\"".into() },
-            Edit { span: None, field: "max_completion_tokens", value: "512".into() },
+            Edit { span: v.model_span.clone(), object: 0, field: "model", value: "\"gpt-4o-mini\"".into() },
+            Edit { span: None, object: 0, field: "max_completion_tokens", value: "512".into() },
         ];
         let out = splice(body, edits);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"max_completion_tokens":512, "model" : "gpt-4o-mini", "messages":[{"content":"x  y"}], "max_tokens": 900 }"#
         );
-        assert_eq!(&splice(b"{ }", vec![Edit { span: None, field: "n", value: "1".into() }])[..], br#"{"n":1 }"#);
-    }
-
-    #[test]
-    fn unsafe_targets_are_rejected() {
-        let bad = ["/v1/../admin", "/v1/%2e%2e/x", "/v1//chat", "/v1/./x", "/v1/a%2Fb"];
-        for t in bad {
-            let uri: Uri = t.parse().unwrap();
-            assert!(check_target(&uri, Version::HTTP_11).is_err(), "{t}");
-        }
-        let abs: Uri = "http://evil.example/v1/chat/completions".parse().unwrap();
-        assert!(check_target(&abs, Version::HTTP_11).is_err());
-        let ok: Uri = "/v1/chat/completions?x=1".parse().unwrap();
-        assert!(check_target(&ok, Version::HTTP_11).is_ok());
+        assert_eq!(
+            &splice(b"{ }", vec![Edit { span: None, object: 0, field: "n", value: "1".into() }])[..],
+            br#"{"n":1 }"#
+        );
+        let nested = br#"{"requests":[{"params":{"model":"m"}}]}"#;
+        let edits = vec![Edit { span: None, object: 23, field: "max_tokens", value: "5".into() }];
+        assert_eq!(&splice(nested, edits)[..], br#"{"requests":[{"params":{"max_tokens":5,"model":"m"}}]}"#);
     }
 }

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::config::Snapshot;
 use crate::error::ProxyError;
 pub use crate::policy::compile::Facts;
-use crate::policy::limits::{decide, Decision, SetTokens};
+use crate::policy::evaluate::Evaluated;
+use crate::policy::limits::{Decision, SetTokens};
 use crate::state::AppState;
 
 use super::ctx::RequestCtx;
@@ -21,9 +22,8 @@ pub fn evaluate<'s>(
     facts: &Facts,
     fields: &Fields,
     body: &[u8],
-) -> Result<Decision<'s>, ProxyError> {
-    let policies = snap.policies.resolve(facts);
-    decide(&policies, facts, fields, body).map_err(ProxyError::BadRequest)
+) -> Result<Evaluated<'s>, ProxyError> {
+    crate::policy::evaluate::evaluate(snap, facts, fields, body).map_err(ProxyError::BadRequest)
 }
 
 /// Makes the decision visible: response headers, the log line and metrics.
@@ -42,21 +42,39 @@ pub fn record(app: &AppState, cx: &mut RequestCtx, d: &Decision) {
         cx.would_block =
             Some(d.would_block.iter().map(|v| format!("{}:{}", v.policy, v.rule)).collect::<Vec<_>>().join(","));
     }
-    if let Some(t) = &d.set_tokens {
+    for t in &d.set_tokens {
         let what = if t.clamped { "clamp" } else { "default" };
         m.with_label_values(&[t.policy.as_str(), "limits.max_tokens", what]).inc();
     }
 }
 
-/// Applies an alias's model name and a policy's token limit by splicing the body: the rest
-/// is forwarded byte for byte, and nothing is serialised again.
-pub fn rewrite(body: &[u8], model: Option<(&str, Option<Range<usize>>)>, tokens: Option<&SetTokens>) -> Bytes {
-    let mut edits = Vec::with_capacity(2);
+/// Applies an alias's model name, nested batch requests' aliases and the policies' token
+/// limits by splicing the body in one pass: the rest is forwarded byte for byte, and nothing
+/// is serialised again. A body that needs no change is returned as it came.
+pub fn rewrite(
+    body: Bytes,
+    model: Option<(&str, Option<Range<usize>>)>,
+    tokens: &[SetTokens],
+    nested_models: &[(Range<usize>, String)],
+) -> Bytes {
+    if model.is_none() && tokens.is_empty() && nested_models.is_empty() {
+        return body;
+    }
+    let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
+    let mut edits = Vec::with_capacity(2 + nested_models.len());
     if let Some((name, span)) = model {
-        edits.push(Edit { span, field: "model", value: serde_json::Value::from(name).to_string() });
+        edits.push(Edit { span, object: top, field: "model", value: serde_json::Value::from(name).to_string() });
     }
-    if let Some(t) = tokens {
-        edits.push(Edit { span: t.span.clone(), field: t.field, value: t.value.to_string() });
+    for t in tokens {
+        edits.push(Edit { span: t.span.clone(), object: t.object, field: t.field, value: t.value.to_string() });
     }
-    splice(body, edits)
+    for (span, name) in nested_models {
+        edits.push(Edit {
+            span: Some(span.clone()),
+            object: span.start,
+            field: "model",
+            value: serde_json::Value::from(name.as_str()).to_string(),
+        });
+    }
+    splice(&body, edits)
 }

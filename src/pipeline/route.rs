@@ -29,9 +29,6 @@ pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Resul
             "The model `{model}` does not exist or is not routed by warden"
         )));
     };
-    if let Some(reason) = &m.provider.disabled {
-        return Err(ProxyError::ModelNotFound(format!("The model `{model}` is not available: {reason}")));
-    }
     if !m.provider.speaks(family) {
         return Err(ProxyError::BadRequest(format!(
             "model `{model}` is served by provider `{}`, which does not speak the {} API",
@@ -44,6 +41,28 @@ pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Resul
         rewrite_model: (m.upstream_model != model).then(|| m.upstream_model.to_string()),
         label: m.label.to_string(),
     })
+}
+
+/// Refuses a provider that is switched off (its key variable is unset). Runs after the
+/// policy stage, so that what a policy says about a model is the answer a user sees whether
+/// or not the provider is configured yet.
+pub fn check_enabled(routed: &Routed, model: Option<&str>) -> Result<(), ProxyError> {
+    match &routed.provider.disabled {
+        Some(reason) => Err(ProxyError::ModelNotFound(match model {
+            Some(model) => format!("The model `{model}` is not available: {reason}"),
+            None => format!("not available: {reason}"),
+        })),
+        None => Ok(()),
+    }
+}
+
+/// Unnamed `/v1` paths reach a provider only when its `extra_paths` lists them.
+pub fn check_extra_path(routed: &Routed, path: &str) -> Result<(), ProxyError> {
+    if routed.provider.extra_paths.iter().any(|g| g.matches(path)) {
+        Ok(())
+    } else {
+        Err(ProxyError::PathNotForwarded { path: path.to_string(), provider: routed.provider.name.clone() })
+    }
 }
 
 /// The models `GET /v1/models` shows this key: those routed to providers it may use.

@@ -47,7 +47,9 @@ pub fn build_client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
 /// What the upstream call needs from the client request.
 pub struct Outgoing<'a> {
     pub method: Method,
-    pub uri: &'a Uri,
+    /// The normalised path (a named endpoint's canonical one), never the client's raw bytes.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub family: ApiFamily,
@@ -60,7 +62,7 @@ pub async fn send(
     credential: UpstreamCredential<'_>,
     out: Outgoing<'_>,
 ) -> Result<(Response<Body>, Duration), ProxyError> {
-    let Outgoing { method, uri, mut headers, body, family } = out;
+    let Outgoing { method, path, query, mut headers, body, family } = out;
     sanitize_request(&mut headers);
     // Upstream bodies stay uncompressed so that response-side stages can read them.
     headers.remove(http::header::ACCEPT_ENCODING);
@@ -71,12 +73,12 @@ pub async fn send(
         || ProxyError::UpstreamTimeout { provider: provider.name.clone(), phase: "waiting for response headers" };
     match &provider.transport {
         Transport::Mock(mock) => {
-            let fut = mock.respond(&method, uri.path(), &headers, body);
+            let fut = mock.respond(&method, path, &headers, body);
             let resp = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())?;
             Ok((resp, started.elapsed()))
         }
         Transport::Http { base, client } => {
-            let target = upstream_uri(base, uri, provider.base_includes_version)?;
+            let target = upstream_uri(base, path, query, provider.base_includes_version)?;
             let req = build_request(provider, &credential, method, target, headers, body);
             let resp =
                 tokio::time::timeout(timeout, client.request(req)).await.map_err(|_| timed_out())?.map_err(|e| {
@@ -86,7 +88,7 @@ pub async fn send(
         }
         Transport::H1 { base, pool } => {
             // A raw connection sends the target as given: origin-form, never absolute-form.
-            let full = upstream_uri(base, uri, provider.base_includes_version)?;
+            let full = upstream_uri(base, path, query, provider.base_includes_version)?;
             let target: Uri = full
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
@@ -123,8 +125,7 @@ fn build_request(
 
 /// base `https://api.openai.com/v1` + `/v1/chat/completions?x=1` →
 /// `https://api.openai.com/v1/chat/completions?x=1`. The host is always the base's.
-fn upstream_uri(base: &Uri, client: &Uri, base_includes_version: bool) -> Result<Uri, ProxyError> {
-    let path = client.path();
+fn upstream_uri(base: &Uri, path: &str, query: Option<&str>, base_includes_version: bool) -> Result<Uri, ProxyError> {
     let suffix = match (base_includes_version, path.strip_prefix("/v1")) {
         (true, Some(rest)) if rest.is_empty() || rest.starts_with('/') => rest,
         _ => path,
@@ -132,7 +133,7 @@ fn upstream_uri(base: &Uri, client: &Uri, base_includes_version: bool) -> Result
     let mut pq = String::with_capacity(base.path().len() + path.len() + 32);
     pq.push_str(base.path().trim_end_matches('/'));
     pq.push_str(suffix);
-    if let Some(q) = client.query() {
+    if let Some(q) = query {
         pq.push('?');
         pq.push_str(q);
     }
@@ -160,17 +161,19 @@ mod tests {
     #[test]
     fn joins_base_and_client_path_per_convention() {
         let openai: Uri = "https://api.openai.com/v1".parse().unwrap();
-        let c: Uri = "/v1/chat/completions?a=1".parse().unwrap();
+        let c = "/v1/chat/completions";
         assert_eq!(
-            upstream_uri(&openai, &c, true).unwrap().to_string(),
+            upstream_uri(&openai, c, Some("a=1"), true).unwrap().to_string(),
             "https://api.openai.com/v1/chat/completions?a=1"
         );
         let anthropic: Uri = "https://api.anthropic.com".parse().unwrap();
-        let m: Uri = "/v1/messages".parse().unwrap();
-        assert_eq!(upstream_uri(&anthropic, &m, false).unwrap().to_string(), "https://api.anthropic.com/v1/messages");
+        assert_eq!(
+            upstream_uri(&anthropic, "/v1/messages", None, false).unwrap().to_string(),
+            "https://api.anthropic.com/v1/messages"
+        );
         let azure: Uri = "https://x.openai.azure.com/openai/v1".parse().unwrap();
         assert_eq!(
-            upstream_uri(&azure, &c, true).unwrap().to_string(),
+            upstream_uri(&azure, c, Some("a=1"), true).unwrap().to_string(),
             "https://x.openai.azure.com/openai/v1/chat/completions?a=1"
         );
     }

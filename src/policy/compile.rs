@@ -78,9 +78,13 @@ pub struct Limits {
     pub top_p: Option<Rule<Range>>,
     pub tools: Option<Rule<HashSet<String>>>,
     pub max_tool_iterations: Rule<u64>,
+    /// Unnamed paths this policy lets through; empty: none.
+    pub extra_paths: Rule<Vec<Glob>>,
+    pub allow_file_batches: Option<bool>,
 }
 
 /// What a request is, for matching.
+#[derive(Clone, Copy)]
 pub struct Facts<'a> {
     pub key: Option<&'a VirtualKey>,
     pub endpoint: Endpoint,
@@ -90,6 +94,8 @@ pub struct Facts<'a> {
     pub upstream_model: Option<&'a str>,
     /// The provider the request is routed to.
     pub provider: Option<&'a str>,
+    /// The normalised request path (for `extra_paths`).
+    pub path: &'a str,
 }
 
 impl Policy {
@@ -324,6 +330,21 @@ fn compile_limits(cx: &mut Cx, l: &RawLimits, policy_mode: Mode) -> Limits {
             Some(r) => Rule { value: cx.ceiling(&r.max, "max_tool_iterations.max"), mode: mode(r.mode) },
             None => Rule { value: DEFAULT_TOOL_ITERATIONS, mode: section },
         },
+        extra_paths: Rule {
+            value: l.extra_paths.iter().flatten().filter_map(|v| path_glob(cx, v)).collect(),
+            mode: section,
+        },
+        allow_file_batches: l.allow_file_batches,
+    }
+}
+
+fn path_glob(cx: &mut Cx, v: &Spanned<String>) -> Option<Glob> {
+    match Glob::path(&v.value) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            cx.err(v, e, None);
+            None
+        }
     }
 }
 

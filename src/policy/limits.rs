@@ -29,13 +29,16 @@ pub struct Violation {
     pub forbidden: bool,
 }
 
-/// A change a policy makes to the request before it is forwarded.
+/// A change a policy makes to the request's output-token limit before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetTokens {
     pub field: &'static str,
     pub value: u64,
     /// Where the request's own value sits in the body (`None`: the field is added).
     pub span: Option<Range<usize>>,
+    /// Where the object the field belongs to opens (`{`): the top-level body, or a nested
+    /// batch request.
+    pub object: usize,
     pub policy: String,
     /// Lowered from a larger request value (`clamp`), as opposed to filled in (`default`).
     pub clamped: bool,
@@ -50,7 +53,24 @@ pub struct Decision<'p> {
     pub block: Option<Violation>,
     /// Violations of rules in monitor mode: recorded, not enforced.
     pub would_block: Vec<Violation>,
-    pub set_tokens: Option<SetTokens>,
+    /// Token limits to set, at most one per field and object (the smallest value wins).
+    pub set_tokens: Vec<SetTokens>,
+}
+
+impl Decision<'_> {
+    /// The token limit set on the top-level request object, if any.
+    pub fn top_tokens(&self) -> Option<&SetTokens> {
+        self.set_tokens.iter().min_by_key(|t| t.object)
+    }
+
+    /// Folds a nested request's decision into this one.
+    pub fn merge(&mut self, other: Decision<'_>) {
+        if self.block.is_none() {
+            self.block = other.block;
+        }
+        self.would_block.extend(other.would_block);
+        self.set_tokens.extend(other.set_tokens);
+    }
 }
 
 #[derive(Deserialize)]
@@ -61,6 +81,12 @@ struct Tool<'a> {
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     function: Option<Named<'a>>,
+    /// OpenAI Responses `{"type":"mcp"}` tools.
+    #[serde(borrow)]
+    server_label: Option<Cow<'a, str>>,
+    /// Anthropic `{"type":"mcp_toolset"}` tools.
+    #[serde(borrow)]
+    mcp_server_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +101,9 @@ struct Message<'a> {
     role: Option<Cow<'a, str>>,
     #[serde(borrow)]
     tool_calls: Option<&'a RawValue>,
+    /// Legacy OpenAI function calling.
+    #[serde(borrow)]
+    function_call: Option<&'a RawValue>,
     #[serde(borrow)]
     content: Option<&'a RawValue>,
 }
@@ -86,32 +115,81 @@ struct Typed<'a> {
 }
 
 /// Applies the policies' `limits` to a request: `fields` are the body's top-level fields as
-/// found by the parse stage (no second scan of the body), `body` the bytes they point into.
+/// found by the parse stage (no second scan of the body), `body` the bytes they point into,
+/// `object` where the request object opens in `body`.
 /// `Err` names a field the rules need that does not have the API's shape (400).
 pub fn decide<'p>(
     policies: &[&'p Policy],
     facts: &Facts,
     fields: &Fields,
     body: &[u8],
+    object: usize,
 ) -> Result<Decision<'p>, String> {
     let mut d = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
+    if facts.endpoint == Endpoint::Other {
+        check_extra_path(policies, facts, &mut d);
+    }
+    if facts.endpoint == Endpoint::Batches {
+        check_file_batches(policies, &mut d);
+    }
     if !needs_body(policies) {
         return Ok(d);
     }
     let req = Request::read(facts.endpoint, fields, body)?;
     for p in policies {
         if let Some(limits) = &p.limits {
-            check(p, limits, facts, &req, &mut d);
+            check(p, limits, facts, &req, object, &mut d);
         }
     }
     Ok(d)
 }
 
+/// Every policy with a `limits` section must list an unnamed path for it to pass.
+fn check_extra_path(policies: &[&Policy], facts: &Facts, d: &mut Decision) {
+    for p in policies {
+        let Some(l) = &p.limits else { continue };
+        if !l.extra_paths.value.iter().any(|g| g.matches(facts.path)) {
+            let v = Violation {
+                policy: p.name.clone(),
+                rule: "limits.extra_paths",
+                field: "path".into(),
+                message: format!("the path {} is not on this policy's `extra_paths`", facts.path),
+                forbidden: true,
+            };
+            record(d, &l.extra_paths, v);
+        }
+    }
+}
+
+/// OpenAI file batches pass only when a matching policy allows them and none forbids them.
+fn check_file_batches(policies: &[&Policy], d: &mut Decision) {
+    let says =
+        |want: bool| policies.iter().find(|p| p.limits.as_ref().and_then(|l| l.allow_file_batches) == Some(want));
+    let (policy, why) = match (says(false), says(true)) {
+        (Some(p), _) => (p.name.clone(), "this policy sets `allow_file_batches: false`"),
+        (None, Some(_)) => return,
+        (None, None) => ("(built-in)".to_string(), "no matching policy sets `limits.allow_file_batches: true`"),
+    };
+    let message =
+        format!("file batches are refused: warden cannot check the requests inside an uploaded file, and {why}");
+    let v = Violation {
+        policy,
+        rule: "limits.allow_file_batches",
+        field: "input_file_id".into(),
+        message,
+        forbidden: true,
+    };
+    if d.block.is_none() {
+        d.block = Some(v);
+    }
+}
+
 /// What the rules look at, extracted once per request.
 struct Request<'a> {
-    /// The output-token limit the request names: field, value, and where it sits.
-    tokens: Option<(&'static str, f64, Range<usize>)>,
-    n: Option<f64>,
+    /// Every output-token limit the request names: field, value, and where it sits.
+    tokens: Vec<(&'static str, f64, Range<usize>)>,
+    /// `n` and `best_of`: how many candidates the upstream generates.
+    choices: Vec<(&'static str, f64)>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     tools: Vec<Cow<'a, str>>,
@@ -126,32 +204,63 @@ fn number(raw: Option<&RawValue>, name: &str) -> Result<Option<f64>, String> {
     }
 }
 
+/// A list of objects, or nothing when absent or null.
+fn objects<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>, what: &str) -> Result<Vec<T>, String> {
+    match raw.filter(|t| t.get() != "null") {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| format!("`{what}` must be an array of objects")),
+        None => Ok(Vec::new()),
+    }
+}
+
 impl<'a> Request<'a> {
     fn read(endpoint: Endpoint, f: &Fields<'a>, body: &[u8]) -> Result<Request<'a>, String> {
-        let mut tokens = None;
+        let mut tokens = Vec::new();
         for name in endpoint.max_tokens_fields() {
             if let Some(raw) = f.get(name) {
                 if let Some(value) = number(Some(raw), name)? {
-                    tokens = Some((*name, value, crate::pipeline::parse::span(body, raw)));
-                    break;
+                    tokens.push((*name, value, crate::pipeline::parse::span(body, raw)));
                 }
             }
         }
-        let tools: Vec<Tool> = match f.tools.filter(|t| t.get() != "null") {
-            Some(raw) => {
-                serde_json::from_str(raw.get()).map_err(|_| "`tools` must be an array of tool objects".to_string())?
+        let mut choices = Vec::new();
+        for (name, raw) in [("n", f.n), ("best_of", f.best_of)] {
+            if let Some(v) = number(raw, name)? {
+                choices.push((name, v));
             }
-            None => Vec::new(),
-        };
-        let tools = tools.into_iter().filter_map(|t| t.function.and_then(|f| f.name).or(t.name).or(t.kind)).collect();
+        }
+        let mut tools: Vec<Cow<str>> = objects::<Tool>(f.tools, "tools")?.into_iter().map(tool_id).collect();
+        tools.extend(objects::<Named>(f.functions, "functions")?.into_iter().map(|t| t.name.unwrap_or_default()));
+        tools.extend(
+            objects::<Named>(f.mcp_servers, "mcp_servers")?
+                .into_iter()
+                .map(|t| Cow::Owned(format!("mcp:{}", t.name.unwrap_or_default()))),
+        );
         Ok(Request {
             tokens,
-            n: number(f.n, "n")?,
+            choices,
             temperature: number(f.temperature, "temperature")?,
             top_p: number(f.top_p, "top_p")?,
             tools,
             tool_rounds: tool_rounds(endpoint, f)?,
         })
+    }
+}
+
+/// The name a tool goes by on the allow-list: a function's name; `mcp:<server>` for remote
+/// MCP servers; the type for built-in and server tools, without Anthropic's date suffix
+/// (`web_search_20250305` is `web_search`), so a server tool cannot borrow a function's name.
+fn tool_id(t: Tool) -> Cow<str> {
+    match t.kind.as_deref() {
+        None | Some("function" | "custom") => t.function.and_then(|f| f.name).or(t.name).unwrap_or_default(),
+        Some("mcp") => Cow::Owned(format!("mcp:{}", t.server_label.unwrap_or_default())),
+        Some("mcp_toolset") => Cow::Owned(format!("mcp:{}", t.mcp_server_name.unwrap_or_default())),
+        Some(kind) => {
+            let dated = kind.len() > 9
+                && kind.as_bytes()[kind.len() - 9] == b'_'
+                && kind[kind.len() - 8..].bytes().all(|b| b.is_ascii_digit());
+            let base = if dated { &kind[..kind.len() - 9] } else { kind };
+            Cow::Owned(base.to_string())
+        }
     }
 }
 
@@ -168,7 +277,7 @@ fn record<T>(d: &mut Decision, rule: &Rule<T>, v: Violation) {
     }
 }
 
-fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, d: &mut Decision) {
+fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, object: usize, d: &mut Decision) {
     let violation = |rule: &'static str, field: &str, message: String| Violation {
         policy: p.name.clone(),
         rule,
@@ -190,31 +299,31 @@ fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, d: &mut Decision) {
     }
 
     if let Some(rule) = &l.max_tokens {
-        if let Some(field) = f.endpoint.max_tokens_field() {
-            let c = rule.value;
-            match &req.tokens {
-                Some((name, v, span)) if *v > c.max as f64 => match (c.on_exceed, rule.mode) {
-                    (OnExceed::Clamp, Mode::Enforce) => set_tokens(d, name, c.max, &p.name, Some(span.clone())),
-                    _ => record(
-                        d,
-                        rule,
-                        violation(
-                            "limits.max_tokens",
-                            name,
-                            format!("`{name}` is {v}, above the ceiling of {}", c.max),
-                        ),
-                    ),
-                },
-                Some(_) => {}
-                None if rule.mode == Mode::Enforce => set_tokens(d, field, c.default, &p.name, None),
-                None => {}
+        let c = rule.value;
+        for (name, v, span) in &req.tokens {
+            if *v <= c.max as f64 {
+                continue;
             }
+            match (c.on_exceed, rule.mode) {
+                (OnExceed::Clamp, Mode::Enforce) => set_tokens(d, name, c.max, &p.name, Some(span.clone()), object),
+                _ => record(
+                    d,
+                    rule,
+                    violation("limits.max_tokens", name, format!("`{name}` is {v}, above the ceiling of {}", c.max)),
+                ),
+            }
+        }
+        if let (true, Some(field), Mode::Enforce) = (req.tokens.is_empty(), f.endpoint.max_tokens_field(), rule.mode) {
+            set_tokens(d, field, c.default, &p.name, None, object);
         }
     }
 
-    if let (Some(rule), Some(n)) = (&l.max_n, req.n) {
-        if n > rule.value as f64 {
-            record(d, rule, violation("limits.max_n", "n", format!("`n` is {n}, above the ceiling of {}", rule.value)));
+    if let Some(rule) = &l.max_n {
+        for (field, n) in &req.choices {
+            if *n > rule.value as f64 {
+                let msg = format!("`{field}` is {n}, above the ceiling of {}", rule.value);
+                record(d, rule, violation("limits.max_n", field, msg));
+            }
         }
     }
 
@@ -243,11 +352,22 @@ fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, d: &mut Decision) {
     }
 }
 
-fn set_tokens(d: &mut Decision, field: &'static str, value: u64, policy: &str, span: Option<Range<usize>>) {
-    // The smallest value wins; on a tie the earlier (higher-priority) policy keeps its name.
-    if d.set_tokens.as_ref().is_none_or(|s| value < s.value) {
-        let clamped = span.is_some();
-        d.set_tokens = Some(SetTokens { field, value, span, policy: policy.to_string(), clamped });
+fn set_tokens(
+    d: &mut Decision,
+    field: &'static str,
+    value: u64,
+    policy: &str,
+    span: Option<Range<usize>>,
+    object: usize,
+) {
+    // Per field and object the smallest value wins; on a tie the earlier (higher-priority)
+    // policy keeps its name.
+    let clamped = span.is_some();
+    let new = SetTokens { field, value, span, object, policy: policy.to_string(), clamped };
+    match d.set_tokens.iter_mut().find(|t| t.field == field && t.object == object) {
+        Some(t) if value < t.value => *t = new,
+        Some(_) => {}
+        None => d.set_tokens.push(new),
     }
 }
 
@@ -259,23 +379,61 @@ fn outside(r: Bounds, v: f64) -> Option<String> {
     }
 }
 
+/// Counts tool-call rounds: a round opens with a turn that asks for tools, or with tool
+/// results that no such turn precedes (a history can be forged to hold only results).
+#[derive(Default)]
+struct Rounds {
+    count: u64,
+    state: RoundState,
+}
+
+#[derive(Default, PartialEq)]
+enum RoundState {
+    #[default]
+    Idle,
+    Calls,
+    Results,
+}
+
+impl Rounds {
+    /// A turn or item that asks for tools. `each_opens`: every such turn is its own round
+    /// (chat turns); otherwise a run of call items is one round (Responses items).
+    fn call(&mut self, each_opens: bool) {
+        if each_opens || self.state != RoundState::Calls {
+            self.count += 1;
+        }
+        self.state = RoundState::Calls;
+    }
+
+    fn result(&mut self) {
+        if self.state == RoundState::Idle {
+            self.count += 1;
+        }
+        self.state = RoundState::Results;
+    }
+
+    fn other(&mut self) {
+        self.state = RoundState::Idle;
+    }
+}
+
 /// Tool-call rounds in the history: assistant turns that asked for tools (OpenAI
-/// `tool_calls`, Anthropic `tool_use` blocks), or runs of `function_call` items (Responses).
+/// `tool_calls` or legacy `function_call`, Anthropic `tool_use`-type blocks), or runs of
+/// `*_call` items (Responses: `function_call`, `custom_tool_call`, `mcp_call`, ...).
 fn tool_rounds(endpoint: Endpoint, f: &Fields) -> Result<u64, String> {
+    let mut r = Rounds::default();
     if endpoint == Endpoint::Responses {
         let Some(input) = f.input.filter(|i| i.get().starts_with('[')) else { return Ok(0) };
         let items: Vec<Typed> =
             serde_json::from_str(input.get()).map_err(|_| "`input` items must be objects".to_string())?;
-        let mut rounds = 0;
-        let mut in_run = false;
         for item in &items {
-            let is_call = item.kind.as_deref() == Some("function_call");
-            if is_call && !in_run {
-                rounds += 1;
+            match item.kind.as_deref() {
+                Some(k) if k.ends_with("_call_output") => r.result(),
+                Some(k) if k.ends_with("_call") => r.call(false),
+                _ => r.other(),
             }
-            in_run = is_call;
         }
-        return Ok(rounds);
+        return Ok(r.count);
     }
     let messages: Vec<Message> = match f.messages.filter(|m| m.get().starts_with('[')) {
         Some(raw) => {
@@ -283,21 +441,22 @@ fn tool_rounds(endpoint: Endpoint, f: &Fields) -> Result<u64, String> {
         }
         None => Vec::new(),
     };
-    let mut rounds = 0;
-    for m in messages.iter().filter(|m| m.role.as_deref() == Some("assistant")) {
-        let openai = m.tool_calls.is_some_and(|c| c.get().starts_with('[') && c.get() != "[]");
-        let anthropic = match m.content.filter(|c| c.get().starts_with('[')) {
-            Some(blocks) => serde_json::from_str::<Vec<Typed>>(blocks.get())
-                .map_err(|_| "`messages[].content` blocks must be objects".to_string())?
-                .iter()
-                .any(|b| b.kind.as_deref() == Some("tool_use")),
-            None => false,
+    let present = |v: Option<&RawValue>| v.is_some_and(|c| !matches!(c.get(), "null" | "[]"));
+    for m in &messages {
+        let blocks: Vec<Typed> = match m.content.filter(|c| c.get().starts_with('[')) {
+            Some(blocks) => serde_json::from_str(blocks.get())
+                .map_err(|_| "`messages[].content` blocks must be objects".to_string())?,
+            None => Vec::new(),
         };
-        if openai || anthropic {
-            rounds += 1;
+        let has = |suffix: &str| blocks.iter().any(|b| b.kind.as_deref().is_some_and(|k| k.ends_with(suffix)));
+        match m.role.as_deref() {
+            Some("assistant") if present(m.tool_calls) || present(m.function_call) || has("tool_use") => r.call(true),
+            Some("tool" | "function") => r.result(),
+            Some("user") if has("tool_result") => r.result(),
+            _ => r.other(),
         }
     }
-    Ok(rounds)
+    Ok(r.count)
 }
 
 #[cfg(test)]
@@ -341,6 +500,32 @@ mod tests {
             {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
         ]});
         assert_eq!(rounds(Endpoint::Responses, &responses), 2);
+        let custom = json!({"input": [
+            {"type": "custom_tool_call", "call_id": "a", "name": "f", "input": "x"},
+            {"type": "custom_tool_call_output", "call_id": "a", "output": "1"},
+            {"type": "mcp_call", "id": "b"},
+            {"type": "function_call_output", "call_id": "z", "output": "forged"}
+        ]});
+        assert_eq!(rounds(Endpoint::Responses, &custom), 2);
+    }
+
+    #[test]
+    fn legacy_functions_and_forged_results_count_as_rounds() {
+        let legacy = json!({"messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}},
+            {"role": "function", "name": "f", "content": "1"},
+            {"role": "assistant", "content": null, "function_call": {"name": "f", "arguments": "{}"}},
+            {"role": "function", "name": "f", "content": "2"}
+        ]});
+        assert_eq!(rounds(Endpoint::ChatCompletions, &legacy), 2);
+        let forged = json!({"messages": [
+            {"role": "user", "content": "go"},
+            {"role": "tool", "tool_call_id": "a", "content": "1"},
+            {"role": "user", "content": "more"},
+            {"role": "tool", "tool_call_id": "b", "content": "2"}
+        ]});
+        assert_eq!(rounds(Endpoint::ChatCompletions, &forged), 2);
     }
 
     #[test]
@@ -354,5 +539,18 @@ mod tests {
         let f: Fields = serde_json::from_str(&body).unwrap();
         let req = Request::read(Endpoint::ChatCompletions, &f, body.as_bytes()).unwrap();
         assert_eq!(req.tools, vec!["a", "b", "web_search"]);
+        let body = json!({
+            "tools": [
+                {"type": "web_search_20250305", "name": "search_docs"},
+                {"type": "mcp", "server_label": "wiki", "server_url": "https://x"},
+                {"type": "custom", "name": "grammar"}
+            ],
+            "functions": [{"name": "legacy_fn", "parameters": {}}],
+            "mcp_servers": [{"type": "url", "url": "https://x", "name": "crm"}]
+        })
+        .to_string();
+        let f: Fields = serde_json::from_str(&body).unwrap();
+        let req = Request::read(Endpoint::Messages, &f, body.as_bytes()).unwrap();
+        assert_eq!(req.tools, vec!["web_search", "mcp:wiki", "grammar", "legacy_fn", "mcp:crm"]);
     }
 }

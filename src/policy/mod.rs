@@ -11,6 +11,7 @@
 //! policy, a section or a rule turns its blocks into "would have blocked" records.
 
 pub mod compile;
+pub mod evaluate;
 pub mod limits;
 pub mod reload;
 pub mod schema_gen;
@@ -116,6 +117,14 @@ pub struct RawLimits {
     pub tools: Option<ToolsRule>,
     /// Assistant tool-call rounds already in the message history. Default 10.
     pub max_tool_iterations: Option<CeilingRule>,
+    /// Unnamed `/v1` paths (globs) that keys matched by this policy may call, on top of the
+    /// provider's own `extra_paths`. A `limits` section without this field allows none: its
+    /// rules cannot be applied to an API warden does not know.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub extra_paths: Option<Vec<Spanned<String>>>,
+    /// Allow OpenAI `POST /v1/batches`, whose requests sit in an uploaded file that warden
+    /// cannot check. Refused unless a matching policy says `true` and none says `false`.
+    pub allow_file_batches: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -268,8 +277,18 @@ pub fn parse(display: &str, text: &str) -> Result<PolicyFile, Diagnostic> {
 }
 
 /// Endpoint names a policy may match on.
-pub const ROUTE_NAMES: [&str; 8] =
-    ["chat_completions", "completions", "embeddings", "responses", "models", "messages", "count_tokens", "other"];
+pub const ROUTE_NAMES: [&str; 10] = [
+    "chat_completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "models",
+    "messages",
+    "count_tokens",
+    "message_batches",
+    "batches",
+    "other",
+];
 
 pub(crate) fn route_hint(name: &str) -> Option<String> {
     crate::config::diag::hint_for(name, ROUTE_NAMES)

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::compile::Facts;
-use super::limits::decide;
+use super::evaluate::evaluate;
 use crate::config::{Diagnostic, Snapshot};
 use crate::provider::Endpoint;
 
@@ -35,6 +35,8 @@ pub struct TestCase {
     pub key: String,
     /// The endpoint (default chat_completions).
     pub route: Option<String>,
+    /// The request path, for `route: other` (default `/v1/other`).
+    pub path: Option<String>,
     /// The request body.
     pub request: serde_json::Value,
     pub expect: Expect,
@@ -49,6 +51,17 @@ pub enum Expected {
     Block,
     /// Forwarded, but a monitor-mode rule would have blocked it.
     WouldBlock,
+}
+
+impl Expected {
+    /// The word the YAML uses.
+    fn label(&self) -> &'static str {
+        match self {
+            Expected::Allow => "allow",
+            Expected::Block => "block",
+            Expected::WouldBlock => "would_block",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -132,11 +145,11 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
     let routed = model.and_then(|m| snap.route(m));
     let upstream = routed.as_ref().map(|r| r.upstream_model).filter(|u| Some(*u) != model);
     let provider = routed.as_ref().map(|r| r.provider.name.as_str());
-    let facts = Facts { key: Some(key), endpoint, model, upstream_model: upstream, provider };
-    let policies = snap.policies.resolve(&facts);
+    let path = case.path.as_deref().or(endpoint.canonical_path()).unwrap_or("/v1/other");
+    let facts = Facts { key: Some(key), endpoint, model, upstream_model: upstream, provider, path };
     let body = serde_json::to_vec(&case.request).map_err(|e| e.to_string())?;
     let view = crate::pipeline::parse::view(endpoint, &http::Method::POST, &body).map_err(|e| e.to_string())?;
-    let d = decide(&policies, &facts, &view.fields, &body)?;
+    let d = evaluate(snap, &facts, &view.fields, &body)?.decision;
     let e = &case.expect;
     let (got, culprit) = match (&d.block, d.would_block.first()) {
         (Some(v), _) => (Expected::Block, Some(v)),
@@ -150,7 +163,7 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
         )
     };
     if got != e.decision {
-        return Err(format!("expected {:?}, got {got:?} ({})", e.decision, describe(culprit)));
+        return Err(format!("expected {}, got {} ({})", e.decision.label(), got.label(), describe(culprit)));
     }
     if let (Some(want), Some(v)) = (&e.policy, culprit) {
         if &v.policy != want {
@@ -169,7 +182,7 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
         }
     }
     if let Some(want) = e.max_tokens {
-        let got = d.set_tokens.as_ref().map(|s| s.value);
+        let got = d.top_tokens().map(|s| s.value);
         let original =
             endpoint.max_tokens_fields().iter().find_map(|f| case.request.get(*f).and_then(serde_json::Value::as_u64));
         if got.or(original) != Some(want) {

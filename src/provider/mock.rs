@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::{ApiFamily, Endpoint, ModelInfo};
 use crate::config::parse_duration;
-use crate::error::{error_response, ErrorClass};
+use crate::error::{json_response, ErrorClass};
 use crate::http::body::{Body, BodyError};
 
 /// The model the shipped config routes to the mock.
@@ -215,7 +215,7 @@ impl Mock {
         let endpoint = Endpoint::classify(path);
         if endpoint == Some(Endpoint::Models) && method == Method::GET {
             let models = [ModelInfo { id: MOCK_MODEL.to_string(), owned_by: "warden-mock".to_string() }];
-            return json_response(family.dialect().models_body(&models));
+            return ok_json(family.dialect().models_body(&models));
         }
         let req: Value = match serde_json::from_slice(&body) {
             Ok(v @ Value::Object(_)) => v,
@@ -236,23 +236,24 @@ impl Mock {
         let id = self.stats.requests.load(Ordering::Relaxed);
         let shape = Shape { model, id, reply, d: d.clone() };
         match (endpoint, stream) {
-            (Some(Endpoint::ChatCompletions), false) => json_response(shape.chat()),
+            (Some(Endpoint::ChatCompletions), false) => ok_json(shape.chat()),
             (Some(Endpoint::ChatCompletions), true) => {
                 let include_usage =
                     req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
                 self.sse(shape.chat_events(include_usage), &d)
             }
-            (Some(Endpoint::Completions), false) => json_response(shape.completion()),
+            (Some(Endpoint::Completions), false) => ok_json(shape.completion()),
             (Some(Endpoint::Completions), true) => self.sse(shape.completion_events(), &d),
-            (Some(Endpoint::Embeddings), _) => json_response(shape.embeddings(&req)),
-            (Some(Endpoint::Responses), false) => json_response(shape.response_value("completed").to_string().into()),
+            (Some(Endpoint::Embeddings), _) => ok_json(shape.embeddings(&req)),
+            (Some(Endpoint::Responses), false) => ok_json(shape.response_value("completed").to_string().into()),
             (Some(Endpoint::Responses), true) => self.sse(shape.response_events(), &d),
-            (Some(Endpoint::Messages), false) => json_response(shape.message().to_string().into()),
+            (Some(Endpoint::Messages), false) => ok_json(shape.message().to_string().into()),
             (Some(Endpoint::Messages), true) => self.sse(shape.message_events(), &d),
             (Some(Endpoint::CountTokens), _) => {
-                json_response(json!({"input_tokens": shape.reply.prompt_tokens}).to_string().into())
+                ok_json(json!({"input_tokens": shape.reply.prompt_tokens}).to_string().into())
             }
-            (Some(Endpoint::Models | Endpoint::Other), _) | (None, _) => {
+            (Some(Endpoint::Models | Endpoint::MessageBatches | Endpoint::Batches | Endpoint::Other), _)
+            | (None, _) => {
                 mock_error(family, StatusCode::NOT_FOUND, &format!("mock provider: no endpoint {path}"), None)
             }
         }
@@ -277,8 +278,8 @@ impl Mock {
     }
 }
 
-fn json_response(body: Bytes) -> Response<Body> {
-    error_response(StatusCode::OK, body)
+fn ok_json(body: Bytes) -> Response<Body> {
+    json_response(StatusCode::OK, body)
 }
 
 /// An error in the family's real error shape, with `retry-after` when asked for.
@@ -295,7 +296,7 @@ fn mock_error(family: ApiFamily, status: StatusCode, msg: &str, retry_after: Opt
         _ => ErrorClass::Upstream,
     };
     let code = (status == StatusCode::TOO_MANY_REQUESTS).then_some("rate_limit_exceeded");
-    let mut resp = error_response(status, family.dialect().error_body(class, code, None, msg));
+    let mut resp = json_response(status, family.dialect().error_body(class, code, None, msg));
     if let Some(ra) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
         resp.headers_mut().insert(http::header::RETRY_AFTER, ra);
     }

@@ -40,10 +40,14 @@ impl ApiFamily {
     /// Anthropic's SDKs send, OpenAI otherwise.
     pub fn detect(path: &str, headers: &HeaderMap) -> ApiFamily {
         match Endpoint::classify(path) {
-            Some(Endpoint::Messages | Endpoint::CountTokens) => ApiFamily::Anthropic,
-            Some(Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses) => {
-                ApiFamily::OpenAi
-            }
+            Some(Endpoint::Messages | Endpoint::CountTokens | Endpoint::MessageBatches) => ApiFamily::Anthropic,
+            Some(
+                Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Embeddings
+                | Endpoint::Responses
+                | Endpoint::Batches,
+            ) => ApiFamily::OpenAi,
             Some(Endpoint::Models | Endpoint::Other) | None
                 if headers.contains_key("anthropic-version")
                     || headers.contains_key(crate::http::headers::X_API_KEY) =>
@@ -66,23 +70,70 @@ pub enum Endpoint {
     Models,
     Messages,
     CountTokens,
+    /// `POST /v1/messages/batches`: Anthropic batches carry whole requests inline, each
+    /// checked as if sent alone.
+    MessageBatches,
+    /// `POST /v1/batches`: OpenAI batches name an uploaded file warden cannot check, so they
+    /// are refused unless a policy allows them.
+    Batches,
     Other,
 }
 
+/// Every endpoint, for label lookups.
+const ALL_ENDPOINTS: [Endpoint; 10] = [
+    Endpoint::ChatCompletions,
+    Endpoint::Completions,
+    Endpoint::Embeddings,
+    Endpoint::Responses,
+    Endpoint::Models,
+    Endpoint::Messages,
+    Endpoint::CountTokens,
+    Endpoint::MessageBatches,
+    Endpoint::Batches,
+    Endpoint::Other,
+];
+
 impl Endpoint {
-    /// Classifies a request path (query already removed). `None` for paths outside `/v1/`.
+    /// Classifies a normalised request path (see [`crate::http::target`]; query removed).
+    /// `None` for paths outside `/v1/`. Letter case is ignored, because some upstream servers
+    /// route case-insensitively: `/v1/Chat/Completions` must meet the chat rules too.
     pub fn classify(path: &str) -> Option<Endpoint> {
-        let rest = path.strip_prefix("/v1/")?;
-        Some(match rest {
-            "chat/completions" => Endpoint::ChatCompletions,
-            "completions" => Endpoint::Completions,
-            "embeddings" => Endpoint::Embeddings,
-            "responses" => Endpoint::Responses,
-            "models" => Endpoint::Models,
-            "messages" => Endpoint::Messages,
-            "messages/count_tokens" => Endpoint::CountTokens,
-            _ => Endpoint::Other,
-        })
+        let prefix = path.get(..4)?;
+        if !prefix.eq_ignore_ascii_case("/v1/") {
+            return None;
+        }
+        let rest = &path[4..];
+        Some(
+            ALL_ENDPOINTS
+                .into_iter()
+                .find(|e| e.canonical_path().is_some_and(|p| p[4..].eq_ignore_ascii_case(rest)))
+                .unwrap_or(Endpoint::Other),
+        )
+    }
+
+    /// The endpoint a request calls: like [`Endpoint::classify`], except that reading a batch
+    /// listing (`GET /v1/batches`) is a pass-through request, not a batch to check.
+    pub fn for_request(method: &Method, path: &str) -> Option<Endpoint> {
+        match Endpoint::classify(path)? {
+            Endpoint::MessageBatches | Endpoint::Batches if method != Method::POST => Some(Endpoint::Other),
+            e => Some(e),
+        }
+    }
+
+    /// The path warden forwards for a named endpoint, whatever case the client used.
+    pub fn canonical_path(self) -> Option<&'static str> {
+        match self {
+            Endpoint::ChatCompletions => Some("/v1/chat/completions"),
+            Endpoint::Completions => Some("/v1/completions"),
+            Endpoint::Embeddings => Some("/v1/embeddings"),
+            Endpoint::Responses => Some("/v1/responses"),
+            Endpoint::Models => Some("/v1/models"),
+            Endpoint::Messages => Some("/v1/messages"),
+            Endpoint::CountTokens => Some("/v1/messages/count_tokens"),
+            Endpoint::MessageBatches => Some("/v1/messages/batches"),
+            Endpoint::Batches => Some("/v1/batches"),
+            Endpoint::Other => None,
+        }
     }
 
     /// The metric label: a fixed set, never the raw path.
@@ -95,42 +146,45 @@ impl Endpoint {
             Endpoint::Models => "models",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "count_tokens",
+            Endpoint::MessageBatches => "message_batches",
+            Endpoint::Batches => "batches",
             Endpoint::Other => "other",
         }
     }
 
     /// The endpoint for a metric label (the inverse of [`Endpoint::label`]).
     pub fn from_label(label: &str) -> Option<Endpoint> {
-        [
-            Endpoint::ChatCompletions,
-            Endpoint::Completions,
-            Endpoint::Embeddings,
-            Endpoint::Responses,
-            Endpoint::Models,
-            Endpoint::Messages,
-            Endpoint::CountTokens,
-            Endpoint::Other,
-        ]
-        .into_iter()
-        .find(|e| e.label() == label)
+        ALL_ENDPOINTS.into_iter().find(|e| e.label() == label)
     }
 
-    /// The output-token limit fields a request may carry, in the order they are read.
+    /// The output-token limit fields a request may carry. Every one present is checked. On
+    /// pass-through paths every field name that means an output-token limit in some API
+    /// counts, because the upstream behind such a path may read any of them.
     pub fn max_tokens_fields(self) -> &'static [&'static str] {
         match self {
             Endpoint::ChatCompletions => &["max_completion_tokens", "max_tokens"],
             Endpoint::Completions | Endpoint::Messages => &["max_tokens"],
             Endpoint::Responses => &["max_output_tokens"],
-            Endpoint::Embeddings | Endpoint::Models | Endpoint::CountTokens | Endpoint::Other => &[],
+            Endpoint::Other => &["max_tokens", "max_completion_tokens", "max_output_tokens", "max_tokens_to_sample"],
+            Endpoint::Embeddings
+            | Endpoint::Models
+            | Endpoint::CountTokens
+            | Endpoint::MessageBatches
+            | Endpoint::Batches => &[],
         }
     }
 
-    /// The field warden sets when a policy fills in or lowers the output-token limit.
+    /// The field warden sets when a policy fills in a missing output-token limit. `None` on
+    /// pass-through paths, whose schema warden does not know.
     pub fn max_tokens_field(self) -> Option<&'static str> {
-        self.max_tokens_fields().first().copied()
+        match self {
+            Endpoint::Other => None,
+            e => e.max_tokens_fields().first().copied(),
+        }
     }
 
-    /// The method a named endpoint accepts (`None`: any, for pass-through paths).
+    /// The method a named endpoint accepts (`None`: pass-through paths, which accept the
+    /// methods in [`FORWARDED_METHODS`]).
     pub fn method(self) -> Option<Method> {
         match self {
             Endpoint::Models => Some(Method::GET),
@@ -140,25 +194,52 @@ impl Endpoint {
             | Endpoint::Embeddings
             | Endpoint::Responses
             | Endpoint::Messages
-            | Endpoint::CountTokens => Some(Method::POST),
+            | Endpoint::CountTokens
+            | Endpoint::MessageBatches
+            | Endpoint::Batches => Some(Method::POST),
         }
     }
 
-    /// Whether the body must name a `model` (true for every named inference endpoint).
+    /// Whether the body must name a `model` (every named inference endpoint; batches carry
+    /// their models inside).
     pub fn requires_model(self) -> bool {
-        self.method() == Some(Method::POST)
+        self.method() == Some(Method::POST) && !matches!(self, Endpoint::MessageBatches | Endpoint::Batches)
     }
 
     /// The array field the endpoint requires, checked for type before forwarding.
     pub fn required_array(self) -> Option<&'static str> {
         match self {
             Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens => Some("messages"),
-            Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses | Endpoint::Models | Endpoint::Other => {
-                None
-            }
+            Endpoint::MessageBatches => Some("requests"),
+            Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+            | Endpoint::Models
+            | Endpoint::Batches
+            | Endpoint::Other => None,
+        }
+    }
+
+    /// The endpoint a nested batch request is checked as.
+    pub fn batch_item(self) -> Option<Endpoint> {
+        match self {
+            Endpoint::MessageBatches => Some(Endpoint::Messages),
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+            | Endpoint::Models
+            | Endpoint::Messages
+            | Endpoint::CountTokens
+            | Endpoint::Batches
+            | Endpoint::Other => None,
         }
     }
 }
+
+/// The only methods warden forwards. Anything else (TRACE, CONNECT, PUT, PATCH, OPTIONS...)
+/// is refused: no provider API needs it, and TRACE would echo the provider key back.
+pub const FORWARDED_METHODS: [Method; 3] = [Method::GET, Method::POST, Method::DELETE];
 
 /// A model as `/v1/models` lists it.
 #[derive(Debug, Clone)]

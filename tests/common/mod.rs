@@ -61,6 +61,7 @@ providers:
     base_url: http://{mock}/v1
     api_key: ${{UPSTREAM_KEY}}
     models: [gpt-4o]
+    extra_paths: ["/v1/files*", "/v1/vector_stores/*"]
     timeouts: {{ first_byte: 1s, between_chunks: 500ms }}
   - name: ant
     kind: anthropic

@@ -1,0 +1,98 @@
+//! One request against the snapshot's policies: which policies apply, what their `limits`
+//! decide, and, for batch endpoints, the same for every nested request as if it had been
+//! sent alone (its own model, its own matching policies). Shared by the pipeline and
+//! `warden test`, so a test case is decided exactly as live traffic is.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::compile::Facts;
+use super::limits::{decide, Decision};
+use crate::config::Snapshot;
+use crate::pipeline::parse::{span, view, Fields};
+
+/// The decision plus the model renames that nested batch requests need (aliases).
+pub struct Evaluated<'s> {
+    pub decision: Decision<'s>,
+    /// `(where the model value sits, the upstream's model name)` per nested request.
+    pub model_edits: Vec<(Range<usize>, String)>,
+}
+
+#[derive(Deserialize)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    params: Option<&'a RawValue>,
+}
+
+/// Decides a request. `Err` names a field that does not have the API's shape (400).
+pub fn evaluate<'s>(snap: &'s Snapshot, facts: &Facts, fields: &Fields, body: &[u8]) -> Result<Evaluated<'s>, String> {
+    let policies = snap.policies.resolve(facts);
+    let object = body.iter().position(|b| *b == b'{').unwrap_or(0);
+    let mut decision = decide(&policies, facts, fields, body, object)?;
+    let mut model_edits = Vec::new();
+    let Some(item_endpoint) = facts.endpoint.batch_item() else { return Ok(Evaluated { decision, model_edits }) };
+    for (i, params) in batch_params(fields)?.into_iter().enumerate() {
+        let at = span(body, params);
+        let item = view(item_endpoint, &http::Method::POST, params.get().as_bytes())
+            .map_err(|e| format!("`requests[{i}].params`: {e}"))?;
+        let model = item.model.as_deref().unwrap_or_default();
+        let routed = snap
+            .route(model)
+            .ok_or_else(|| format!("`requests[{i}].params.model` `{model}` is not routed by warden"))?;
+        if Some(routed.provider.name.as_str()) != facts.provider {
+            return Err(format!(
+                "`requests[{i}]` uses model `{model}` of provider `{}`, but this batch goes to `{}`: send one batch per provider",
+                routed.provider.name,
+                facts.provider.unwrap_or("none")
+            ));
+        }
+        let upstream = (routed.upstream_model != model).then_some(routed.upstream_model);
+        if let (Some(target), Some(s)) = (upstream, &item.model_span) {
+            model_edits.push((at.start + s.start..at.start + s.end, target.to_string()));
+        }
+        let item_facts = Facts { endpoint: item_endpoint, model: Some(model), upstream_model: upstream, ..*facts };
+        let item_policies = snap.policies.resolve(&item_facts);
+        let mut d = decide(&item_policies, &item_facts, &item.fields, body, at.start)?;
+        for v in d.block.iter_mut().chain(d.would_block.iter_mut()) {
+            v.message = format!("requests[{i}]: {}", v.message);
+            v.field = format!("requests[{i}].params.{}", v.field);
+        }
+        for name in &d.applied {
+            if !decision.applied.contains(name) {
+                decision.applied.push(name);
+            }
+        }
+        decision.merge(d);
+    }
+    Ok(Evaluated { decision, model_edits })
+}
+
+/// The nested requests' `params` objects.
+fn batch_params<'a>(fields: &Fields<'a>) -> Result<Vec<&'a RawValue>, String> {
+    let Some(raw) = fields.requests else { return Ok(Vec::new()) };
+    let items: Vec<BatchRequest> =
+        serde_json::from_str(raw.get()).map_err(|_| "`requests` must be an array of objects".to_string())?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.params
+                .filter(|p| p.get().starts_with('{'))
+                .ok_or_else(|| format!("`requests[{i}].params` must be an object"))
+        })
+        .collect()
+}
+
+/// The model of a batch's first nested request: it decides the provider the batch goes to.
+pub fn batch_model<'a>(fields: &Fields<'a>) -> Option<Cow<'a, str>> {
+    let first = batch_params(fields).ok()?.into_iter().next()?;
+    #[derive(Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow)]
+        model: Option<Cow<'a, str>>,
+    }
+    serde_json::from_str::<Model>(first.get()).ok()?.model
+}
