@@ -134,7 +134,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         tracing::info!(target: "warden", "{reason}");
     }
     drop(snapshot);
-    runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
         let running = match warden::server::start_from_file(path, true).await {
             Ok(r) => r,
             Err(warden::server::StartError::Config(diags)) => {
@@ -148,7 +149,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         running.shutdown().await;
         tracing::info!(target: "warden", "stopped");
         Ok(())
-    })
+    });
+    // A reload stuck in a blocking read (a FIFO, a hung network mount) must not keep the
+    // process alive after the drain.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn policy_test(config_path: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
@@ -186,8 +191,7 @@ fn mock(listen: SocketAddr) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         tracing::info!(target: "warden", "listening on mock={}", listener.local_addr()?);
         let (tx, rx) = watch::channel(false);
-        let limits =
-            warden::server::ConnLimits { max_header_bytes: 64 << 10, header_read_timeout: Duration::from_secs(10) };
+        let limits = warden::server::ConnLimits::standalone();
         let server = warden::server::serve_mock(listener, warden::provider::mock::Mock::new(), limits, rx);
         tokio::pin!(server);
         tokio::select! {

@@ -249,7 +249,8 @@ impl Ctx<'_> {
             Ok(p) => {
                 let p = base.join(p);
                 if !p.is_file() {
-                    self.err(v, format!("file `{}` does not exist", p.display()));
+                    // The value as written: an expanded `${VAR}` may be a secret.
+                    self.err(v, format!("file `{}` does not exist", v.value));
                 }
                 p
             }
@@ -292,7 +293,23 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
     let mut cx = Ctx { file, env, diags: Vec::new() };
 
     let limits = &raw.limits;
-    let admin_token = raw.admin.token.as_ref().and_then(|t| cx.secret(t, "the admin token").ok().flatten());
+    // An admin token whose variable is unset or empty must not leave the listener open.
+    let admin_token = match &raw.admin.token {
+        Some(t) => match cx.secret(t, "the admin token") {
+            Ok(Some(s)) => Some(s),
+            Ok(None) => {
+                let var = env_reference(&t.value).unwrap_or("its variable");
+                cx.err_hint(
+                    t,
+                    format!("the admin token is required but {var} is unset or empty"),
+                    Some(format!("export {var}, or remove `admin.token` to run the admin listener without one")),
+                );
+                None
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
     let settings = Settings {
         api_listen: cx.addr(raw.server.listen.as_ref(), "127.0.0.1:8787"),
         api_tls: cx.tls(raw.server.tls.as_ref(), base_dir),
@@ -481,7 +498,8 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         },
         None => default_base.to_string(),
     };
-    let base = match parse_base(&base_text) {
+    let written = p.base_url.as_ref().map_or(default_base, |v| v.value.as_str());
+    let base = match parse_base(&base_text, written) {
         Ok(u) => u,
         Err(e) => {
             match &p.base_url {
@@ -538,8 +556,11 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
 }
 
 /// An upstream base URL: http or https, a host, a path prefix, and no query or fragment.
-fn parse_base(s: &str) -> Result<Uri, String> {
-    let uri: Uri = s.parse().map_err(|_| format!("`{s}` is not a URL"))?;
+/// `written` is the value as the file has it: messages quote it, never the expanded text,
+/// which could be a secret put in the wrong variable.
+fn parse_base(expanded: &str, written: &str) -> Result<Uri, String> {
+    let s = written;
+    let uri: Uri = expanded.parse().map_err(|_| format!("`{s}` is not a URL"))?;
     let scheme_ok = uri.scheme() == Some(&Scheme::HTTP) || uri.scheme() == Some(&Scheme::HTTPS);
     if !scheme_ok || uri.host().is_none() {
         return Err(format!("`{s}` must be an http:// or https:// URL with a host"));

@@ -268,12 +268,40 @@ pub fn parse(file: &str, text: &str) -> Result<RawConfig, Diagnostic> {
     serde_saphyr::from_str(text).map_err(|e| Diagnostic::from_yaml(file, &e))
 }
 
+/// The largest config or policy file warden reads.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a config or policy file: a regular file (symlinks followed) of at most
+/// [`MAX_FILE_BYTES`], in UTF-8. Opened non-blocking, so a FIFO or device put where a file
+/// should be is reported instead of blocking the reload (and shutdown) forever.
+pub fn read_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file (a FIFO, device or directory); warden reads only regular files".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("larger than the limit of {MAX_FILE_BYTES} bytes"));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than the limit of {MAX_FILE_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
 /// Reads, parses and compiles a config file against the process environment.
 pub fn load(path: &Path) -> Result<Snapshot, Vec<Diagnostic>> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic { file: file.clone(), line: 1, col: 1, message: format!("cannot read: {e}"), hint: None }]
-    })?;
+    let text = read_file(path)
+        .map_err(|message| vec![Diagnostic { file: file.clone(), line: 1, col: 1, message, hint: None }])?;
     load_str(&file, &text, path.parent().unwrap_or(Path::new(".")), &ProcessEnv)
 }
 

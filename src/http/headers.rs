@@ -25,6 +25,19 @@ pub const POLICY_VERSION: HeaderName = HeaderName::from_static("x-warden-policy-
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme's case is ignored
+/// (RFC 9110 §11.1). `None` when absent or empty; a header with another scheme yields
+/// the whole value, as some SDKs send bare keys.
+pub fn authorization_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = match v.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        None if v.eq_ignore_ascii_case("bearer") => "",
+        _ => v,
+    };
+    Some(token).filter(|t| !t.is_empty())
+}
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers

@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use crate::config::{Provider, Snapshot, VirtualKey};
 use crate::error::ProxyError;
-use crate::http::headers::{API_KEY, X_API_KEY};
+use crate::http::headers::{authorization_token, API_KEY, X_API_KEY};
 use crate::pipeline::ctx::ConnInfo;
 use crate::secret::{sha256_hex, Secret};
 
@@ -28,14 +28,8 @@ const INVALID: &str = "invalid API key: warden does not know this key";
 
 /// The credential a client presented, from whichever header its SDK uses.
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        let token = match v.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            None if v.eq_ignore_ascii_case("bearer") => "",
-            _ => v,
-        };
-        return Some(token).filter(|t| !t.is_empty());
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return authorization_token(headers);
     }
     [X_API_KEY, API_KEY]
         .iter()
@@ -54,7 +48,10 @@ pub fn authenticate(snap: &Snapshot, headers: &HeaderMap, conn: &ConnInfo) -> Re
     match snap.key_by_hash(&hash) {
         // A loopback-only key presented from elsewhere is treated as unknown, so its
         // existence is not revealed.
-        Some(key) if key.loopback_only && !conn.peer.ip().is_loopback() => Err(ProxyError::Unauthorized(INVALID)),
+        // `to_canonical`: on an IPv6 listener a local IPv4 client is `::ffff:127.0.0.1`.
+        Some(key) if key.loopback_only && !conn.peer.ip().to_canonical().is_loopback() => {
+            Err(ProxyError::Unauthorized(INVALID))
+        }
         Some(key) => Ok(Identity::Key(key.clone())),
         None if snap.any_passthrough => {
             Ok(Identity::Unverified { secret: Secret::new(presented), id: format!("sha256:{}", &hash[..12]) })

@@ -230,16 +230,10 @@ pub fn load_dir(dir: &Path) -> Result<(Vec<LoadedFile>, String), Vec<Diagnostic>
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     for path in paths {
         let display = path.display().to_string();
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::config::read_file(&path) {
             Ok(t) => t,
-            Err(e) => {
-                diags.push(Diagnostic {
-                    file: display,
-                    line: 1,
-                    col: 1,
-                    message: format!("cannot read: {e}"),
-                    hint: None,
-                });
+            Err(message) => {
+                diags.push(Diagnostic { file: display, line: 1, col: 1, message, hint: None });
                 continue;
             }
         };

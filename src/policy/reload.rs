@@ -39,9 +39,9 @@ pub fn load_snapshot(config_path: &Path) -> Result<Snapshot, Vec<Diagnostic>> {
     let mut snap = config::load(config_path)?;
     let dir = snap.settings.policies_dir.clone();
     load_policies_into(&mut snap, &dir)?;
-    let config_text = std::fs::read(config_path).unwrap_or_default();
+    let config_text = config::read_file(config_path).unwrap_or_default();
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    hasher.update(&config_text);
+    hasher.update(config_text.as_bytes());
     hasher.update(snap.policies.hash.as_bytes());
     snap.source_hash = crate::secret::hex(&hasher.finish().as_ref()[..8]);
     Ok(snap)
@@ -119,10 +119,23 @@ pub fn reload_now(app: &AppState, config_path: &Path) -> Reloaded {
     };
     let result = match &outcome {
         Reloaded::Swapped { version } => {
-            tracing::info!(target: "warden", "reloaded configuration: version {version}");
+            tracing::info!(target: "warden", "reloaded configuration: version {version}, policies: {}", app.snapshot.load().policies.names().join(","));
             "ok"
         }
-        Reloaded::Unchanged => "unchanged",
+        Reloaded::Unchanged => {
+            // An edit that was broken and is now undone leaves the files as they were: the
+            // error is over, so say so.
+            let recovered = app.reload_status.lock().ok().is_some_and(|mut s| {
+                s.last_result = "unchanged".into();
+                s.last_error.take().is_some()
+            });
+            if recovered {
+                tracing::info!(target: "warden", "configuration is valid again; it equals the live version {}", current.policies.version);
+            } else {
+                tracing::info!(target: "warden", "reload: configuration unchanged (version {})", current.policies.version);
+            }
+            "unchanged"
+        }
         Reloaded::Failed(diags) => {
             let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
             for line in &text {
@@ -144,8 +157,9 @@ pub fn reload_now(app: &AppState, config_path: &Path) -> Reloaded {
 pub fn watch(app: Arc<AppState>, config_path: PathBuf) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let events = tx.clone();
+    let relevant = Relevant::new(&config_path, &app.snapshot.load().settings.policies_dir);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok_and(|e| !e.kind.is_access()) {
+        if res.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(|p| relevant.matches(p))) {
             let _ = events.send(());
         }
     })?;
@@ -181,6 +195,41 @@ pub fn watch(app: Arc<AppState>, config_path: PathBuf) -> notify::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Which file events can change the configuration: `proxy.yaml` itself, policy files, and
+/// the `..data` entries of a Kubernetes ConfigMap volume. Anything else written beside
+/// them (a log file, an editor's swap file) is not worth a reload.
+struct Relevant {
+    config_dir: PathBuf,
+    config_name: std::ffi::OsString,
+    policies_dir: PathBuf,
+}
+
+impl Relevant {
+    fn new(config_path: &Path, policies_dir: &Path) -> Relevant {
+        let config_dir = config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Relevant {
+            config_dir: canonical(config_dir),
+            config_name: config_path.file_name().map(ToOwned::to_owned).unwrap_or_default(),
+            policies_dir: canonical(policies_dir),
+        }
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        let name = path.file_name().unwrap_or_default();
+        let configmap = name.to_str().is_some_and(|n| n.starts_with(".."));
+        let dir = canonical(path.parent().unwrap_or(Path::new(".")));
+        if canonical(path) == self.policies_dir {
+            return true;
+        }
+        (dir == self.config_dir && (name == self.config_name || configmap))
+            || (dir == self.policies_dir && (configmap || super::is_policy_file(path)))
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn watch_targets(app: &AppState, config_path: &Path) -> Vec<PathBuf> {

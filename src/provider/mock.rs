@@ -716,7 +716,7 @@ pub async fn spawn_local() -> std::io::Result<(std::net::SocketAddr, Arc<MockSta
     let mock = Mock { record: true, ..Mock::default() };
     let stats = mock.stats.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let limits = crate::server::ConnLimits { max_header_bytes: 64 << 10, header_read_timeout: Duration::from_secs(10) };
+    let limits = crate::server::ConnLimits::standalone();
     #[expect(clippy::disallowed_methods, reason = "the test mock server runs until its sender says stop")]
     tokio::spawn(crate::server::serve_mock(listener, mock, limits, rx));
     Ok((addr, stats, tx))

@@ -1,25 +1,26 @@
-//! Listeners and connection lifecycle: the API and admin listeners (and `warden mock`),
-//! optional TLS with ALPN, HTTP/1.1 and HTTP/2 (h2c by prior knowledge, h2 by ALPN),
-//! header-size and header-time limits, and graceful drain. No policy knowledge here.
+//! Listeners: the API and admin listeners (and `warden mock`), optional TLS with ALPN,
+//! HTTP/1.1 and HTTP/2 (h2c by prior knowledge, h2 by ALPN), and graceful drain. No policy
+//! knowledge here; one connection's lifecycle is in [`conn`].
 //!
-//! Shutdown phases: 1. stop accepting on every listener, 2. mark not-ready (`/readyz` 503),
-//! 3. ask every connection to close after its in-flight requests (HTTP/1 stops keep-alive,
-//! HTTP/2 sends GOAWAY), 4. wait for them up to the drain deadline, then drop the rest.
+//! Shutdown phases: 1. mark not-ready (`/readyz` 503) and stop accepting on the API
+//! listener, 2. ask every API connection to close after its in-flight requests (HTTP/1 stops
+//! keep-alive, HTTP/2 sends GOAWAY), 3. wait for them up to the drain deadline, then close
+//! the rest, 4. stop the admin listener, which answered probes until then.
 
-use std::convert::Infallible;
+pub mod conn;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -29,12 +30,38 @@ use crate::http::body::Body;
 use crate::pipeline::ctx::ConnInfo;
 use crate::provider::mock::Mock;
 use crate::state::AppState;
+use conn::{serve_conn, stopped, Conns};
 
 /// Connection-level limits, shared by all listeners of a process.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval (and how long an answer may take).
+    pub http2_keep_alive: Duration,
+}
+
+impl ConnLimits {
+    pub fn from_settings(s: &crate::config::Settings) -> ConnLimits {
+        ConnLimits {
+            max_header_bytes: s.max_header_bytes,
+            header_read_timeout: s.header_read_timeout,
+            idle_timeout: s.idle_timeout,
+            http2_keep_alive: s.http2_keep_alive,
+        }
+    }
+
+    /// For `warden mock` and test servers.
+    pub fn standalone() -> ConnLimits {
+        ConnLimits {
+            max_header_bytes: 64 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_keep_alive: Duration::from_secs(20),
+        }
+    }
 }
 
 /// A running warden: its bound addresses and the handle to stop it.
@@ -93,8 +120,7 @@ pub async fn start_from_file(config_path: &Path, watch: bool) -> Result<Running,
 /// Binds both listeners from the snapshot's settings and starts serving.
 pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let settings = app.snapshot.load().settings.clone();
-    let limits =
-        ConnLimits { max_header_bytes: settings.max_header_bytes, header_read_timeout: settings.header_read_timeout };
+    let limits = ConnLimits::from_settings(&settings);
     let api = TcpListener::bind(settings.api_listen).await?;
     let admin = TcpListener::bind(settings.admin_listen).await?;
     let api_tls = settings.api_tls.as_ref().map(tls_acceptor).transpose()?;
@@ -102,45 +128,45 @@ pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let api_addr = api.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    // The admin listener outlives the API's drain, so probes see `/readyz` answer 503.
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let api_conns = Conns::new(stop_rx.clone());
+    let admin_conns = Conns::new(admin_stop_rx);
 
     let api_app = app.clone();
-    let api_loop = accept_loop(api, api_tls, limits, graceful.clone(), stop_rx.clone(), move |conn, req| {
+    let api_loop = accept_loop(api, api_tls, limits, api_conns.clone(), move |conn, req| {
         crate::pipeline::handle(api_app.clone(), conn, req)
     });
     let admin_app = app.clone();
-    let admin_loop = accept_loop(admin, admin_tls, limits, graceful.clone(), stop_rx, move |_conn, req| {
+    let admin_loop = accept_loop(admin, admin_tls, limits, admin_conns.clone(), move |_conn, req| {
         crate::admin::handle(admin_app.clone(), req)
     });
     let drain_app = app.clone();
     let drain = settings.drain_timeout;
+    #[expect(clippy::disallowed_methods, reason = "the API listener; it ends on the stop signal")]
+    let api_task = tokio::spawn(api_loop);
+    #[expect(clippy::disallowed_methods, reason = "the admin listener; it ends after the API's drain")]
+    let admin_task = tokio::spawn(admin_loop);
+    let mut stop_seen = stop_rx;
     #[expect(clippy::disallowed_methods, reason = "the server's supervisor task; it ends after the drain")]
     let done = tokio::spawn(async move {
-        tokio::join!(api_loop, admin_loop);
+        stopped(&mut stop_seen).await;
         drain_app.draining.store(true, Ordering::SeqCst);
-        drain_connections(graceful, drain).await;
+        let _ = api_task.await;
+        api_conns.drain(drain).await;
+        let _ = admin_stop.send(true);
+        let _ = admin_task.await;
+        admin_conns.drain(Duration::from_secs(1)).await;
     });
     tracing::info!(target: "warden", "listening on api={api_addr} admin={admin_addr}");
     Ok(Running { api_addr, admin_addr, app, stop, done })
 }
 
-async fn drain_connections(graceful: Arc<GracefulShutdown>, deadline: Duration) {
-    match Arc::try_unwrap(graceful) {
-        Ok(g) => {
-            if tokio::time::timeout(deadline, g.shutdown()).await.is_err() {
-                tracing::warn!(target: "warden", "drain deadline of {deadline:?} passed; closing remaining connections");
-            }
-        }
-        // Unreachable once both accept loops have returned; nothing left to drain then.
-        Err(_) => tracing::warn!(target: "warden", "drain skipped: listeners still referenced"),
-    }
-}
-
 /// Serves `warden mock` on `listener` until `stop` turns true.
 pub async fn serve_mock(listener: TcpListener, mock: Mock, limits: ConnLimits, stop: watch::Receiver<bool>) {
     let mock = Arc::new(mock);
-    let graceful = Arc::new(GracefulShutdown::new());
-    accept_loop(listener, None, limits, graceful.clone(), stop, move |_conn, req: Request<Incoming>| {
+    let conns = Conns::new(stop);
+    accept_loop(listener, None, limits, conns.clone(), move |_conn, req: Request<Incoming>| {
         let mock = mock.clone();
         async move {
             use http_body_util::BodyExt;
@@ -150,7 +176,7 @@ pub async fn serve_mock(listener: TcpListener, mock: Mock, limits: ConnLimits, s
         }
     })
     .await;
-    drain_connections(graceful, Duration::from_secs(5)).await;
+    conns.drain(Duration::from_secs(5)).await;
 }
 
 fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
@@ -161,24 +187,26 @@ fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.http2_keep_alive))
+        .keep_alive_timeout(limits.http2_keep_alive)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     b
 }
 
-/// Accepts connections until `stop` turns true, serving each on its own task.
+/// Accepts connections until the listener's stop signal, serving each on its own task.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
+    conns: Conns,
     handler: F,
 ) where
     F: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = builder(limits);
+    let mut stop = conns.stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -194,65 +222,12 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo { peer };
-        let task = serve_conn(stream, conn, tls.clone(), builder.clone(), graceful.watcher(), limits, handler.clone());
+        let task = serve_conn(stream, conn, tls.clone(), builder.clone(), conns.clone(), limits, handler.clone());
         #[expect(
             clippy::disallowed_methods,
             reason = "one task per connection; it ends with the connection or the drain"
         )]
         tokio::spawn(task);
-    }
-}
-
-/// Serves one accepted connection: TLS handshake (bounded by the header timeout), then
-/// HTTP/1.1 or HTTP/2, watched for graceful shutdown.
-async fn serve_conn<F, Fut>(
-    stream: tokio::net::TcpStream,
-    conn: ConnInfo,
-    tls: Option<TlsAcceptor>,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    limits: ConnLimits,
-    handler: F,
-) where
-    F: Fn(ConnInfo, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    // Until the first request has started, a silent or trickling client is cut off after
-    // the header timeout (hyper's own timer only starts once HTTP/1 has been chosen).
-    let started = Arc::new(AtomicBool::new(false));
-    let seen = started.clone();
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        seen.store(true, Ordering::Relaxed);
-        let fut = handler(conn, req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
-    let timeout = limits.header_read_timeout;
-    match tls {
-        Some(acceptor) => {
-            let Ok(Ok(tls_stream)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await else { return };
-            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-            guard_first_request(watcher.watch(conn), &started, timeout).await;
-        }
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            guard_first_request(watcher.watch(conn), &started, timeout).await;
-        }
-    }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // A closed channel (sender dropped) also means stop.
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn guard_first_request<C: Future>(conn: C, started: &AtomicBool, timeout: Duration) {
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = &mut conn => return,
-        () = tokio::time::sleep(timeout) => {}
-    }
-    if started.load(Ordering::Relaxed) {
-        let _ = conn.await;
     }
 }
 
