@@ -80,6 +80,16 @@ impl Drop for Finish {
             }
         }
         let outcome = if self.status.is_none() { Outcome::ClientClosed } else { self.outcome };
+        // A stream that failed after its 200 went out is still an error.
+        let error = match (cx.error_kind, outcome) {
+            (Some(kind), _) => kind,
+            (None, Outcome::UpstreamError) => "upstream_stream",
+            (None, Outcome::UpstreamTimeout) => "upstream_stream_timeout",
+            (None, Outcome::Pending | Outcome::Complete | Outcome::ClientClosed) => "-",
+        };
+        if cx.error_kind.is_none() && error != "-" {
+            m.errors.with_label_values(&[error]).inc();
+        }
         tracing::info!(
             target: "warden::access",
             request_id = %cx.id,
@@ -97,7 +107,7 @@ impl Drop for Finish {
             upstream_ms = ms(cx.upstream_wait),
             ttfb_ms = self.ttfb.map_or(-1.0, ms),
             bytes = self.bytes,
-            error = cx.error_kind.unwrap_or("-"),
+            error,
             error_detail = cx.error_detail.as_deref().unwrap_or("-"),
             policies = cx.policies.as_deref().unwrap_or("-"),
             would_block = cx.would_block.as_deref().unwrap_or("-"),

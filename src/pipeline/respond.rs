@@ -55,7 +55,7 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
         ),
         None => (None, None),
     };
-    let body = Observed { inner: body, idle, deadline, fin, held: None, ended: false };
+    let body = Observed { inner: body, idle, deadline, fin, held: None, ended: false, flushed: false };
     Response::from_parts(parts, body.boxed_unsync())
 }
 
@@ -90,6 +90,9 @@ struct Observed {
     held: Option<Result<Frame<Bytes>, BodyError>>,
     /// The inner body ended while coalescing.
     ended: bool,
+    /// An error is held back for one poll so that hyper writes out the data before it: on an
+    /// error hyper drops the connection, and frames it had not flushed yet would be lost.
+    flushed: bool,
 }
 
 /// Frames already waiting upstream are sent to the client in one write: streams still flow
@@ -151,6 +154,11 @@ impl http_body::Body for Observed {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if matches!(this.held, Some(Err(_))) && !this.flushed && this.fin.bytes > 0 {
+            this.flushed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some(held) = this.held.take() {
             return Poll::Ready(Some(held));
         }
@@ -164,7 +172,9 @@ impl http_body::Body for Observed {
             },
             Poll::Ready(Some(Err(e))) => {
                 this.fin.outcome = Outcome::UpstreamError;
-                Poll::Ready(Some(Err(e)))
+                this.held = Some(Err(e));
+                this.flushed = false;
+                Pin::new(this).poll_frame(cx)
             }
             Poll::Ready(None) => {
                 this.fin.outcome = Outcome::Complete;
@@ -176,7 +186,9 @@ impl http_body::Body for Observed {
                 if idle_fired || total_fired {
                     this.fin.outcome = Outcome::UpstreamTimeout;
                     let phase = if idle_fired { "between chunks" } else { "total" };
-                    return Poll::Ready(Some(Err(BodyError::new(StreamTimeout(phase)))));
+                    this.held = Some(Err(BodyError::new(StreamTimeout(phase))));
+                    this.flushed = false;
+                    return Pin::new(this).poll_frame(cx);
                 }
                 Poll::Pending
             }

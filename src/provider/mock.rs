@@ -269,6 +269,7 @@ impl Mock {
             cut_after: d.cut_after,
             stats: self.stats.clone(),
             done: false,
+            cut_armed: false,
         };
         let mut resp = Response::new(body.boxed_unsync());
         let h = resp.headers_mut();
@@ -652,6 +653,9 @@ struct MockStream {
     cut_after: Option<usize>,
     stats: Arc<MockStats>,
     done: bool,
+    /// The cut waits one poll after the last event, so the server writes that event out
+    /// first (a server drops unflushed data when a body fails).
+    cut_armed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -672,6 +676,11 @@ impl http_body::Body for MockStream {
             return Poll::Ready(None);
         }
         if this.cut_after.is_some_and(|n| this.next >= n) {
+            if !this.cut_armed && this.next > 0 {
+                this.cut_armed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             this.done = true;
             this.stats.streams_cancelled.fetch_add(1, Ordering::SeqCst);
             return Poll::Ready(Some(Err(BodyError::new(StreamCut))));
