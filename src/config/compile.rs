@@ -643,6 +643,30 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_with_unset_or_empty_variable_is_an_error() {
+        let text = "admin:\n  token: ${WARDEN_TEST_UNSET_TOKEN}\n";
+        let e = first_error(text);
+        assert!(
+            e.starts_with("proxy.yaml:2:10: the admin token is required but WARDEN_TEST_UNSET_TOKEN is unset"),
+            "{e}"
+        );
+        // `ProcessEnv` treats an empty variable as unset; so does this test's env.
+        let empty = |_: &str| Some(String::new()).filter(|v: &String| !v.is_empty());
+        let r = super::super::load_str("proxy.yaml", text, Path::new("."), &empty);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn errors_quote_values_as_written_never_expanded_secrets() {
+        let env = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-live-very-secret".to_string());
+        let text = "providers:\n  - name: oai\n    kind: openai\n    base_url: ${OPENAI_API_KEY}\n    api_key: ${OPENAI_API_KEY}\nserver:\n  tls: { cert: \"${OPENAI_API_KEY}\", key: k }\n";
+        let diags = super::super::load_str("proxy.yaml", text, Path::new("."), &env).err().unwrap_or_default();
+        let all: String = diags.iter().map(ToString::to_string).collect();
+        assert!(all.contains("${OPENAI_API_KEY}` is not a URL") || all.contains("${OPENAI_API_KEY}` must be"), "{all}");
+        assert!(!all.contains("sk-live-very-secret"), "{all}");
+    }
+
+    #[test]
     fn bad_listen_address_is_reported() {
         let e = first_error("server:\n  listen: localhost\n");
         assert!(e.starts_with("proxy.yaml:2:11: `localhost` is not an address"), "{e}");

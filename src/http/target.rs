@@ -118,4 +118,34 @@ mod tests {
         assert!(normalize(&abs, Version::HTTP_11).is_err());
         assert_eq!(norm("/v1/chat/completions?x=1").as_deref(), Ok("/v1/chat/completions"));
     }
+
+    proptest::proptest! {
+        /// Percent-encoding any unreserved character of a named endpoint's path, in either
+        /// hex case, never changes what the path is classified as.
+        #[test]
+        fn encoding_unreserved_characters_never_changes_classification(
+            endpoint in 0usize..9,
+            mask in proptest::collection::vec(proptest::bool::ANY, 32),
+            upper in proptest::bool::ANY,
+        ) {
+            use crate::provider::Endpoint;
+            let named = [
+                "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/models",
+                "/v1/messages", "/v1/messages/count_tokens", "/v1/messages/batches", "/v1/batches",
+            ];
+            let path = named[endpoint];
+            let mut encoded = String::new();
+            for (i, c) in path.chars().enumerate() {
+                if c != '/' && mask[i % mask.len()] {
+                    if upper { encoded.push_str(&format!("%{:02X}", c as u32)) } else { encoded.push_str(&format!("%{:02x}", c as u32)) }
+                } else {
+                    encoded.push(c);
+                }
+            }
+            let uri: Uri = encoded.parse().map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}")))?;
+            let normal = normalize(&uri, Version::HTTP_11).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(Endpoint::classify(&normal), Endpoint::classify(path));
+            proptest::prop_assert_eq!(normal.as_str(), path);
+        }
+    }
 }

@@ -125,5 +125,26 @@ mod tests {
         assert_eq!(credential(&h), Some("sk-b"));
         h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert_eq!(credential(&h), None);
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("bearer sk-c"));
+        assert_eq!(credential(&h), Some("sk-c"));
+    }
+
+    #[test]
+    fn loopback_only_keys_work_from_ipv4_clients_of_an_ipv6_listener() {
+        let yaml = "keys:\n  - { name: local, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, loopback_only: true }\n";
+        let snap = crate::config::load_str("t.yaml", yaml, std::path::Path::new("."), &|_: &str| None)
+            .map_err(|d| d[0].to_string())
+            .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("sk-warden-demo"));
+        for (peer, ok) in [
+            ("[::ffff:127.0.0.1]:5000", true),
+            ("[::1]:5000", true),
+            ("127.0.0.1:5000", true),
+            ("[::ffff:10.0.0.8]:5000", false),
+        ] {
+            let conn = ConnInfo { peer: peer.parse().unwrap() };
+            assert_eq!(authenticate(&snap, &h, &conn).is_ok(), ok, "{peer}");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! hyper client for plain, streaming and raw-socket requests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod lenient;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
