@@ -21,7 +21,7 @@ policies:
     limits:
       max_tokens: { max: 4096, default: 1024, on_exceed: clamp }
       max_n: { max: 4 }
-      extra_paths: ["/v1/files*", "/v1/messages/batches/*"]
+      extra_paths: ["/v1/files*", "/v1/messages/batches/*", "/v1/audio/*"]
   - name: public
     priority: 10
     match: { teams: [public] }
@@ -32,7 +32,7 @@ policies:
       temperature: { min: 0, max: 1 }
       tools: { allow: [search_docs] }
       max_tool_iterations: { max: 2 }
-      extra_paths: ["/v1/files*"]
+      extra_paths: ["/v1/files*", "/v1/audio/*"]
 "#;
 
 fn config(upstream: std::net::SocketAddr) -> String {
@@ -45,7 +45,7 @@ providers:
     kind: openai
     base_url: http://{upstream}/v1
     api_key: ${{WARDEN_HARDENING_KEY}}
-    extra_paths: ["/v1/files*", "/v1/anything*", "/v1/assistants*"]
+    extra_paths: ["/v1/files*", "/v1/anything*", "/v1/assistants*", "/v1/audio/*"]
   - name: ant
     kind: anthropic
     base_url: http://{upstream}
@@ -349,4 +349,32 @@ async fn upstream_failures_name_the_provider_not_its_address() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["message"], "upstream provider `oai` could not be reached");
     assert!(!r.text().contains("127.0.0.1"), "{}", r.text());
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    let mut body =
+        String::from("--b0undary\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n");
+    for (k, v) in fields {
+        body.push_str(&format!("--b0undary\r\ncontent-disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"));
+    }
+    body.push_str("--b0undary--\r\n");
+    body
+}
+
+#[tokio::test]
+async fn form_uploads_are_routed_and_checked_by_their_model_field() {
+    let env = start().await;
+    let ct = ("content-type", "multipart/form-data; boundary=b0undary");
+    let url = env.proxy.url("/v1/audio/transcriptions");
+    let r = post(&url, &[PUBLIC, ct], &form(&[("model", "o3-mini")])).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("limits.models"));
+    let r = post(&url, &[BEARER, ct], &form(&[("model", "gpt-4o-transcribe"), ("model", "o3-mini")])).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "model");
+    assert_eq!(post(&url, &[BEARER, ct], "not a form").await.status, 400);
+    assert_eq!(env.up.count(), 0);
+    let r = post(&url, &[BEARER, ct], &form(&[("model", "gpt-4o-transcribe")])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.up.last().route, "/v1/audio/transcriptions");
 }

@@ -115,7 +115,9 @@ where
     let view = parse::view(endpoint, &parts.method, &body)?;
     cx.stream = view.stream;
     let batch_model = if endpoint.batch_item().is_some() { batch_model(&view.fields) } else { None };
-    let model = view.model.as_deref().or(batch_model.as_deref());
+    // Uploads on pass-through paths (audio, images) name their model in a form field.
+    let form_model = if endpoint == Endpoint::Other { parse::form_model(&parts.headers, &body)? } else { None };
+    let model = view.model.as_deref().or(batch_model.as_deref()).or(form_model.as_deref());
     let routed = route::resolve(&snap, cx.family, model)?;
     auth::admit(&identity, &routed.provider)?;
     if endpoint == Endpoint::Other {
@@ -126,6 +128,11 @@ where
     // A batch is routed by its first nested model, but its own body names none: only the
     // nested requests are renamed.
     let rewrite_model = if batch_model.is_some() { None } else { routed.rewrite_model.as_deref() };
+    if form_model.is_some() && rewrite_model.is_some() {
+        return Err(ProxyError::BadRequest(
+            "model aliases cannot be used in form uploads; name the model itself".into(),
+        ));
+    }
 
     let key = match &identity {
         auth::Identity::Key(k) => Some(k.as_ref()),
@@ -134,7 +141,7 @@ where
     let facts = policy::Facts {
         key,
         endpoint,
-        model: view.model.as_deref(),
+        model: view.model.as_deref().or(form_model.as_deref()),
         upstream_model: rewrite_model,
         provider: Some(routed.provider.name.as_str()),
         path,

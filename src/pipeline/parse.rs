@@ -159,6 +159,15 @@ fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Resu
     Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream, fields })
 }
 
+/// The `model` field of a `multipart/form-data` body, if it is one.
+pub fn form_model(headers: &http::HeaderMap, body: &[u8]) -> Result<Option<String>, ProxyError> {
+    use crate::http::form::{text_field, FormProblem};
+    text_field(headers, body, "model").map_err(|p| match p {
+        FormProblem::Repeated(name) => ProxyError::DuplicateKey { path: name },
+        FormProblem::Malformed(why) => ProxyError::BadRequest(format!("the multipart body is malformed: {why}")),
+    })
+}
+
 /// A string field's value, escapes decoded.
 pub fn string_field<'a>(raw: &'a RawValue, name: &str) -> Result<Cow<'a, str>, ProxyError> {
     serde_json::from_str::<Cow<str>>(raw.get()).map_err(|_| match raw.get().as_bytes().first() {
