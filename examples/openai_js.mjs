@@ -1,5 +1,5 @@
 // The official OpenAI and Anthropic JS SDKs through a local warden: only the base URL changes.
-// npm install openai @anthropic-ai/sdk && node examples/openai_js.mjs
+// cd examples && npm install && node openai_js.mjs   (package.json here names the SDKs)
 import OpenAI from "openai";
 import Anthropic from "@anthropic-ai/sdk";
 

@@ -19,7 +19,7 @@ use warden::policy::reload::load_snapshot;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Config file (for the default `serve`).
+    /// The proxy.yaml to use (its policy directory comes from its `policies.dir`).
     #[arg(long, default_value = "proxy.yaml", global = true)]
     config: PathBuf,
 }

@@ -85,6 +85,43 @@ async fn an_upstream_cut_mid_stream_is_not_a_clean_end() {
     assert!(r.is_err(), "a cut stream must surface as an error to the client, got {r:?}");
 }
 
+/// Reads a streamed body until it ends or fails, keeping every data byte that arrived.
+async fn read_until_error(body: &mut hyper::body::Incoming) -> (String, bool) {
+    use http_body_util::BodyExt;
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await.expect("stalled") {
+            None => return (text, false),
+            Some(Err(_)) => return (text, true),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    text.push_str(&String::from_utf8_lossy(&d));
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cut_after_n_directive_delivers_n_events_then_fails() {
+    let (mock, proxy) = setup().await;
+    // Through warden (in-process mock and the mock's own server) and from the mock directly.
+    let direct = format!("http://{}/v1/chat/completions", mock.addr);
+    for (url, model) in [
+        (proxy.url("/v1/chat/completions"), CHAT_STREAM.to_string()),
+        (proxy.url("/v1/chat/completions"), GPT_STREAM.to_string()),
+        (direct, CHAT_STREAM.to_string()),
+    ] {
+        for directive in ["cut-after=3", "cut-after=3,chunk-delay=20ms"] {
+            let mut resp = open_stream(&url, &[BEARER, ("x-mock", directive)], &model).await;
+            assert_eq!(resp.status(), 200);
+            let (text, failed) = read_until_error(resp.body_mut()).await;
+            assert!(failed, "{url} {directive}: the cut must surface as an error");
+            assert_eq!(sse_data(&text).len(), 3, "{url} {directive}: {text}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_an_inflight_stream_finish() {
     let (_mock, mut proxy) = setup().await;
