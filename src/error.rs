@@ -31,6 +31,8 @@ pub enum ProxyError {
     DuplicateKey { path: String },
     #[error("request bodies with content-encoding `{0}` are not accepted; send the body uncompressed")]
     UnsupportedEncoding(String),
+    #[error("request bodies of type `{0}` are not accepted on this path; send JSON or multipart/form-data")]
+    UnsupportedMediaType(String),
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -78,7 +80,9 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::PathNotForwarded { .. } => StatusCode::NOT_FOUND,
             ProxyError::DuplicateKey { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProxyError::UnsupportedEncoding(_) | ProxyError::UnsupportedMediaType(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -101,7 +105,7 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) => ErrorClass::NotFound,
             ProxyError::PathNotForwarded { .. } => ErrorClass::NotFound,
             ProxyError::DuplicateKey { .. } => ErrorClass::InvalidRequest,
-            ProxyError::UnsupportedEncoding(_) => ErrorClass::InvalidRequest,
+            ProxyError::UnsupportedEncoding(_) | ProxyError::UnsupportedMediaType(_) => ErrorClass::InvalidRequest,
             ProxyError::BodyTimeout(_) => ErrorClass::Timeout,
             ProxyError::BodyTooLarge { .. } => ErrorClass::TooLarge,
             ProxyError::BadRequest(_) => ErrorClass::InvalidRequest,
@@ -126,6 +130,7 @@ impl ProxyError {
             ProxyError::PathNotForwarded { .. } => "path_not_forwarded",
             ProxyError::DuplicateKey { .. } => "duplicate_key",
             ProxyError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
@@ -149,6 +154,7 @@ impl ProxyError {
             ProxyError::Forbidden(_)
             | ProxyError::DuplicateKey { .. }
             | ProxyError::UnsupportedEncoding(_)
+            | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::BadRequest(_)
@@ -167,6 +173,7 @@ impl ProxyError {
             ProxyError::DuplicateKey { path } => Some(path.as_str()),
             ProxyError::PathNotForwarded { .. }
             | ProxyError::UnsupportedEncoding(_)
+            | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)
             | ProxyError::Unauthorized(_)
             | ProxyError::Forbidden(_)
@@ -196,6 +203,7 @@ impl ProxyError {
             | ProxyError::PathNotForwarded { .. }
             | ProxyError::DuplicateKey { .. }
             | ProxyError::UnsupportedEncoding(_)
+            | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BadRequest(_)

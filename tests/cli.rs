@@ -45,12 +45,18 @@ fn check_reports_file_line_col_and_exits_nonzero() {
             ":5:31: unknown provider `n`",
         ),
         ("limits:\n  drain_timeout: soon\n", ":2:18: invalid duration `soon`"),
-        ("server:\n  listen: [1, 2\n", ":"),
+        ("server:\n  listen: [1, 2\n", ":2:11: expected string scalar"),
+        (
+            "admin:\n  token: ${WARDEN_CLI_TEST_TOKEN}\n",
+            ":2:10: the admin token is required but WARDEN_CLI_TEST_TOKEN is unset or empty",
+        ),
         ("keys:\n  - name: k\n    sha256: abc\n", ":3:13: sha256 must be 64 hex characters"),
     ];
     for (yaml, expected) in cases {
         let (_dir, path) = write_temp("broken.yaml", yaml);
-        let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+        // Empty counts as unset: an admin token must never fail open.
+        let out =
+            Command::new(BIN).args(["check", "--config"]).arg(&path).env("WARDEN_CLI_TEST_TOKEN", "").output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{yaml}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let first = stderr.lines().next().unwrap_or_default();

@@ -378,3 +378,36 @@ async fn form_uploads_are_routed_and_checked_by_their_model_field() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(env.up.last().route, "/v1/audio/transcriptions");
 }
+
+#[tokio::test]
+async fn bodies_a_lenient_server_would_parse_differently_are_refused() {
+    let env = start().await;
+    let url = env.proxy.url("/v1/files");
+    let form = post(&url, &[BEARER, ("content-type", "application/x-www-form-urlencoded")], "model=o3-mini&n=8").await;
+    assert_eq!(form.status, 415, "{}", form.text());
+    let bom = "\u{feff}{\"model\":\"o3-mini\",\"n\":8}";
+    for ct in ["application/json", "application/octet-stream"] {
+        let r = post(&url, &[PUBLIC, ("content-type", ct)], bom).await;
+        assert_eq!(r.status, 400, "{ct}: {}", r.text());
+    }
+    assert_eq!(env.up.count(), 0);
+}
+
+#[tokio::test]
+async fn method_and_path_override_headers_never_reach_the_provider() {
+    let env = start().await;
+    let headers = [
+        BEARER,
+        ("x-http-method-override", "TRACE"),
+        ("x-http-method", "PUT"),
+        ("x-method-override", "PATCH"),
+        ("x-original-url", "/v1/chat/completions"),
+        ("x-rewrite-url", "/v1/chat/completions"),
+    ];
+    let r = post(&env.proxy.url("/v1/files"), &headers, r#"{"purpose":"x"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.up.last();
+    for (name, _) in &headers[1..] {
+        assert!(!seen.headers.contains_key(*name), "{name} reached the upstream");
+    }
+}

@@ -52,12 +52,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers that some server frameworks honour to change the method or the path they route
+/// on (Express method-override, Symfony and IIS URL rewrites). warden decides on the method
+/// and path it sees, so the upstream must not be told another one.
+const ROUTING_OVERRIDES: [&str; 5] =
+    ["x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"];
+
 /// Prepares the client's headers for the upstream: hop-by-hop headers, the client's
-/// credentials, the host, the length (hyper sets it from the body sent) and warden's own
-/// headers never leave warden.
+/// credentials, the host, the length (hyper sets it from the body sent), method and path
+/// overrides, and warden's own headers never leave warden.
 pub fn sanitize_request(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     for name in [header::HOST, header::CONTENT_LENGTH, header::AUTHORIZATION, X_API_KEY, API_KEY, header::COOKIE] {
+        headers.remove(name);
+    }
+    for name in ROUTING_OVERRIDES {
         headers.remove(name);
     }
     let internal: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-warden-")).cloned().collect();
@@ -96,6 +105,8 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-client"));
         h.insert(X_API_KEY, HeaderValue::from_static("sk-client"));
         h.insert("x-warden-debug", HeaderValue::from_static("1"));
+        h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
+        h.insert("x-original-url", HeaderValue::from_static("/v1/chat/completions"));
         h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         sanitize_request(&mut h);
         assert_eq!(h.len(), 1);

@@ -116,7 +116,7 @@ where
     cx.stream = view.stream;
     let batch_model = if endpoint.batch_item().is_some() { batch_model(&view.fields) } else { None };
     // Uploads on pass-through paths (audio, images) name their model in a form field.
-    let form_model = if endpoint == Endpoint::Other { parse::form_model(&parts.headers, &body)? } else { None };
+    let form_model = if endpoint == Endpoint::Other { parse::pass_through_model(&parts.headers, &body)? } else { None };
     let model = view.model.as_deref().or(batch_model.as_deref()).or(form_model.as_deref());
     let routed = route::resolve(&snap, cx.family, model)?;
     auth::admit(&identity, &routed.provider)?;

@@ -159,9 +159,22 @@ fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Resu
     Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream, fields })
 }
 
-/// The `model` field of a `multipart/form-data` body, if it is one.
-pub fn form_model(headers: &http::HeaderMap, body: &[u8]) -> Result<Option<String>, ProxyError> {
+/// What a pass-through body that is not a JSON object says about its model: the `model`
+/// field of a `multipart/form-data` upload. Bodies a lenient server could parse into fields
+/// warden did not see are refused: URL-encoded forms (no provider API takes them) and a
+/// body declared JSON that does not start like JSON (a byte-order mark, say).
+pub fn pass_through_model(headers: &http::HeaderMap, body: &[u8]) -> Result<Option<String>, ProxyError> {
     use crate::http::form::{text_field, FormProblem};
+    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media == "application/x-www-form-urlencoded" {
+        return Err(ProxyError::UnsupportedMediaType(media));
+    }
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let declared_json = media == "application/json" || media.ends_with("+json");
+    if (declared_json || body.starts_with(b"\xEF\xBB\xBF")) && first.is_some() && !matches!(first, Some(b'{' | b'[')) {
+        return Err(ProxyError::BadRequest("the request body is declared as JSON but is not a JSON object".into()));
+    }
     text_field(headers, body, "model").map_err(|p| match p {
         FormProblem::Repeated(name) => ProxyError::DuplicateKey { path: name },
         FormProblem::Malformed(why) => ProxyError::BadRequest(format!("the multipart body is malformed: {why}")),
