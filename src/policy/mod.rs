@@ -16,6 +16,7 @@ pub mod limits;
 pub mod reload;
 pub mod schema_gen;
 pub mod testing;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
