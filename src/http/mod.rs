@@ -5,4 +5,5 @@ pub mod form;
 pub mod h1pool;
 pub mod headers;
 pub mod json;
+pub mod sse;
 pub mod target;
