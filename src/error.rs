@@ -43,15 +43,107 @@ pub enum ProxyError {
     BadTarget(&'static str),
     #[error("could not read the request body: {0}")]
     ClientBody(String),
-    /// `reason` (addresses, OS errors) goes to the log only; the client learns the provider.
-    #[error("upstream provider `{provider}` could not be reached")]
-    UpstreamConnect { provider: String, reason: String },
-    #[error("upstream provider `{provider}` timed out ({phase})")]
-    UpstreamTimeout { provider: String, phase: &'static str },
+    /// The upstream call failed before a response head arrived. `detail` (addresses, OS
+    /// errors) goes to the log only; the client learns the provider and what went wrong.
+    #[error("upstream provider `{provider}` {}", .failure.describe())]
+    Upstream { provider: String, failure: UpstreamFailure, detail: String },
     #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
     PolicyViolation(Box<crate::policy::limits::Violation>),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How an upstream call failed before its response head, and so whether the provider may
+/// have received (and billed) the request: what a retry must know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The TCP connection could not be made.
+    Connect,
+    /// The TCP connection was not made within the connect timeout.
+    ConnectTimeout,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// A pooled connection closed before the request was written.
+    ClosedBeforeSend,
+    /// The connection broke after the request was (perhaps partly) sent.
+    ResetBeforeHead,
+    /// No response head within the first-byte timeout.
+    FirstByteTimeout,
+    /// The upstream answered with something that is not an HTTP response.
+    InvalidResponse,
+}
+
+impl UpstreamFailure {
+    /// Whether the provider may have received the request (and may charge for it).
+    pub fn may_have_reached(self) -> bool {
+        match self {
+            UpstreamFailure::Connect
+            | UpstreamFailure::ConnectTimeout
+            | UpstreamFailure::Tls
+            | UpstreamFailure::ClosedBeforeSend => false,
+            UpstreamFailure::ResetBeforeHead | UpstreamFailure::FirstByteTimeout | UpstreamFailure::InvalidResponse => {
+                true
+            }
+        }
+    }
+
+    /// Whether sending the request again cannot run it twice: decided here, once, for the
+    /// retry logic to read.
+    pub fn retryable(self) -> bool {
+        !self.may_have_reached()
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect | UpstreamFailure::ClosedBeforeSend => "could not be reached",
+            UpstreamFailure::ConnectTimeout => "could not be reached (connect timed out)",
+            UpstreamFailure::Tls => "could not be reached (the TLS handshake failed)",
+            UpstreamFailure::ResetBeforeHead => "closed the connection before responding",
+            UpstreamFailure::FirstByteTimeout => "timed out (waiting for response headers)",
+            UpstreamFailure::InvalidResponse => "sent an invalid response",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect | UpstreamFailure::ClosedBeforeSend => "upstream_connect",
+            UpstreamFailure::ConnectTimeout => "upstream_connect_timeout",
+            UpstreamFailure::Tls => "upstream_tls",
+            UpstreamFailure::ResetBeforeHead => "upstream_reset",
+            UpstreamFailure::FirstByteTimeout => "upstream_timeout",
+            UpstreamFailure::InvalidResponse => "upstream_invalid",
+        }
+    }
+
+    fn is_timeout(self) -> bool {
+        matches!(self, UpstreamFailure::ConnectTimeout | UpstreamFailure::FirstByteTimeout)
+    }
+
+    /// Classifies a failed exchange from its error chain.
+    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+        let mut failure = UpstreamFailure::ResetBeforeHead;
+        let mut stack: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+        while let Some(err) = stack.pop() {
+            if err.is::<rustls::Error>() {
+                return UpstreamFailure::Tls;
+            }
+            if err.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_parse() || h.is_parse_status()) {
+                return UpstreamFailure::InvalidResponse;
+            }
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::TimedOut {
+                    failure = UpstreamFailure::ConnectTimeout;
+                }
+                // An io::Error's `source` skips the error it wraps (often another io::Error
+                // around a rustls::Error): look inside too.
+                if let Some(inner) = io.get_ref() {
+                    stack.push(inner);
+                }
+            }
+            stack.extend(err.source());
+        }
+        failure
+    }
 }
 
 /// The family-independent class of an error; each API dialect names it in its own words.
@@ -88,8 +180,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            ProxyError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::PolicyViolation(v) if v.forbidden => StatusCode::FORBIDDEN,
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,8 +203,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => ErrorClass::InvalidRequest,
             ProxyError::BadTarget(_) => ErrorClass::InvalidRequest,
             ProxyError::ClientBody(_) => ErrorClass::InvalidRequest,
-            ProxyError::UpstreamConnect { .. } => ErrorClass::Upstream,
-            ProxyError::UpstreamTimeout { .. } => ErrorClass::Timeout,
+            ProxyError::Upstream { failure, .. } if failure.is_timeout() => ErrorClass::Timeout,
+            ProxyError::Upstream { .. } => ErrorClass::Upstream,
             ProxyError::PolicyViolation(v) if v.forbidden => ErrorClass::Permission,
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
             ProxyError::Internal(_) => ErrorClass::Internal,
@@ -136,8 +228,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BadTarget(_) => "bad_target",
             ProxyError::ClientBody(_) => "client_body",
-            ProxyError::UpstreamConnect { .. } => "upstream_connect",
-            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::Upstream { failure, .. } => failure.kind(),
             ProxyError::PolicyViolation(_) => "policy_violation",
             ProxyError::Internal(_) => "internal",
         }
@@ -160,8 +251,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::UpstreamConnect { .. }
-            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::Upstream { .. }
             | ProxyError::Internal(_) => None,
         }
     }
@@ -184,8 +274,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::UpstreamConnect { .. }
-            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::Upstream { .. }
             | ProxyError::Internal(_) => None,
         }
     }
@@ -194,7 +283,7 @@ impl ProxyError {
     /// client is not told (an upstream's address, an OS error).
     pub fn detail(&self) -> Option<String> {
         match self {
-            ProxyError::UpstreamConnect { reason, .. } => Some(reason.clone()),
+            ProxyError::Upstream { detail, .. } => Some(detail.clone()).filter(|d| !d.is_empty()),
             ProxyError::Unauthorized(_)
             | ProxyError::Forbidden(_)
             | ProxyError::UnknownEndpoint { .. }
@@ -209,7 +298,6 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::UpstreamTimeout { .. }
             | ProxyError::PolicyViolation(_)
             | ProxyError::Internal(_) => None,
         }
@@ -245,9 +333,17 @@ mod tests {
 
     #[test]
     fn timeouts_map_to_504_and_connect_failures_to_502() {
-        let t = ProxyError::UpstreamTimeout { provider: "p".into(), phase: "first byte" };
-        assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
-        let c = ProxyError::UpstreamConnect { provider: "p".into(), reason: "refused".into() };
-        assert_eq!(c.status(), StatusCode::BAD_GATEWAY);
+        let up = |failure| ProxyError::Upstream { provider: "p".into(), failure, detail: String::new() };
+        assert_eq!(up(UpstreamFailure::FirstByteTimeout).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(up(UpstreamFailure::ConnectTimeout).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(up(UpstreamFailure::Connect).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(up(UpstreamFailure::Tls).kind(), "upstream_tls");
+    }
+
+    #[test]
+    fn only_failures_that_never_reached_the_provider_are_retryable() {
+        assert!(UpstreamFailure::Connect.retryable() && UpstreamFailure::Tls.retryable());
+        assert!(UpstreamFailure::ClosedBeforeSend.retryable());
+        assert!(!UpstreamFailure::ResetBeforeHead.retryable() && !UpstreamFailure::FirstByteTimeout.retryable());
     }
 }

@@ -74,3 +74,22 @@ async fn admin_listener_serves_tls_too() {
     .unwrap();
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
 }
+
+/// An https upstream whose certificate warden's roots do not trust: a typed TLS failure,
+/// and a 502 that says so without naming the address.
+#[tokio::test]
+async fn an_untrusted_upstream_certificate_is_a_tls_failure() {
+    let upstream = TestProxy::start(&standard_config("127.0.0.1:9".parse().unwrap()).replace(
+        r#"server: { listen: "127.0.0.1:0" }"#,
+        r#"server: { listen: "127.0.0.1:0", tls: { cert: tests/fixtures/server.pem, key: tests/fixtures/server.key } }"#,
+    ))
+    .await;
+    let yaml = standard_config("127.0.0.1:9".parse().unwrap()).replace(
+        "base_url: http://127.0.0.1:9/v1\n    api_key: ${UPSTREAM_KEY}\n    models: [gpt-4o]",
+        &format!("base_url: https://{}/v1\n    api_key: ${{UPSTREAM_KEY}}\n    models: [gpt-4o]", upstream.api),
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let r = post(&proxy.url("/v1/chat/completions"), &[BEARER], r#"{"model":"gpt-4o","messages":[]}"#).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "upstream provider `oai` could not be reached (the TLS handshake failed)");
+}

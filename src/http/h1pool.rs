@@ -63,6 +63,23 @@ pub enum H1Error {
     Closed,
 }
 
+impl H1Error {
+    /// What kind of failure this is, for the error the client gets and for retries.
+    pub fn failure(&self) -> crate::error::UpstreamFailure {
+        use crate::error::UpstreamFailure;
+        match self {
+            H1Error::ConnectTimeout(_) => UpstreamFailure::ConnectTimeout,
+            H1Error::Connect { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+                UpstreamFailure::ConnectTimeout
+            }
+            H1Error::Connect { .. } => UpstreamFailure::Connect,
+            // The request came back unsent: the upstream never saw it.
+            H1Error::Closed => UpstreamFailure::ClosedBeforeSend,
+            H1Error::Http(e) => UpstreamFailure::from_error(e),
+        }
+    }
+}
+
 impl H1Pool {
     pub fn new(authority: &str, connect_timeout: Duration) -> Option<H1Pool> {
         Some(H1Pool {

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::auth::UpstreamCredential;
 use crate::config::{Provider, Transport};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamFailure};
 use crate::http::body::{Body, BodyError};
 use crate::http::headers::sanitize_request;
 use crate::provider::{apply_credential, ApiFamily};
@@ -69,8 +69,8 @@ pub async fn send(
     family.dialect().fill_required_headers(&mut headers);
     let started = Instant::now();
     let timeout = provider.timeouts.first_byte;
-    let timed_out =
-        || ProxyError::UpstreamTimeout { provider: provider.name.clone(), phase: "waiting for response headers" };
+    let failed = |failure, detail: String| ProxyError::Upstream { provider: provider.name.clone(), failure, detail };
+    let timed_out = || failed(UpstreamFailure::FirstByteTimeout, String::new());
     match &provider.transport {
         Transport::Mock(mock) => {
             let fut = mock.respond(&method, path, &headers, body);
@@ -82,7 +82,11 @@ pub async fn send(
             let req = build_request(provider, &credential, method, target, headers, body);
             let resp =
                 tokio::time::timeout(timeout, client.request(req)).await.map_err(|_| timed_out())?.map_err(|e| {
-                    ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) }
+                    let failure = match UpstreamFailure::from_error(&e) {
+                        UpstreamFailure::ResetBeforeHead if e.is_connect() => UpstreamFailure::Connect,
+                        f => f,
+                    };
+                    failed(failure, error_chain(&e))
                 })?;
             Ok((resp.map(|b| b.map_err(BodyError::new).boxed_unsync()), started.elapsed()))
         }
@@ -95,9 +99,10 @@ pub async fn send(
                 .parse()
                 .map_err(|_| ProxyError::BadTarget("the path cannot be forwarded"))?;
             let req = build_request(provider, &credential, method, target, headers, body);
-            let resp = tokio::time::timeout(timeout, pool.send(req)).await.map_err(|_| timed_out())?.map_err(|e| {
-                ProxyError::UpstreamConnect { provider: provider.name.clone(), reason: error_chain(&e) }
-            })?;
+            let resp = tokio::time::timeout(timeout, pool.send(req))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| failed(e.failure(), error_chain(&e)))?;
             Ok((resp.map(BodyExt::boxed_unsync), started.elapsed()))
         }
     }
