@@ -69,8 +69,11 @@ pub enum UpstreamFailure {
     ResetBeforeHead,
     /// No response head within the first-byte timeout.
     FirstByteTimeout,
-    /// The upstream answered with something that is not an HTTP response.
+    /// The upstream answered with something that is not an HTTP response, or a 200 whose
+    /// body is not what its API sends (a truncated or garbled JSON answer).
     InvalidResponse,
+    /// The response head came, but its body did not finish within the stream timeouts.
+    BodyTimeout,
 }
 
 impl UpstreamFailure {
@@ -81,9 +84,10 @@ impl UpstreamFailure {
             | UpstreamFailure::ConnectTimeout
             | UpstreamFailure::Tls
             | UpstreamFailure::ClosedBeforeSend => false,
-            UpstreamFailure::ResetBeforeHead | UpstreamFailure::FirstByteTimeout | UpstreamFailure::InvalidResponse => {
-                true
-            }
+            UpstreamFailure::ResetBeforeHead
+            | UpstreamFailure::FirstByteTimeout
+            | UpstreamFailure::InvalidResponse
+            | UpstreamFailure::BodyTimeout => true,
         }
     }
 
@@ -101,6 +105,7 @@ impl UpstreamFailure {
             UpstreamFailure::ResetBeforeHead => "closed the connection before responding",
             UpstreamFailure::FirstByteTimeout => "timed out (waiting for response headers)",
             UpstreamFailure::InvalidResponse => "sent an invalid response",
+            UpstreamFailure::BodyTimeout => "timed out (sending the response body)",
         }
     }
 
@@ -112,11 +117,15 @@ impl UpstreamFailure {
             UpstreamFailure::ResetBeforeHead => "upstream_reset",
             UpstreamFailure::FirstByteTimeout => "upstream_timeout",
             UpstreamFailure::InvalidResponse => "upstream_invalid",
+            UpstreamFailure::BodyTimeout => "upstream_body_timeout",
         }
     }
 
     fn is_timeout(self) -> bool {
-        matches!(self, UpstreamFailure::ConnectTimeout | UpstreamFailure::FirstByteTimeout)
+        matches!(
+            self,
+            UpstreamFailure::ConnectTimeout | UpstreamFailure::FirstByteTimeout | UpstreamFailure::BodyTimeout
+        )
     }
 
     /// Classifies a failed exchange from its error chain.

@@ -81,8 +81,11 @@ async fn an_upstream_cut_mid_stream_is_not_a_clean_end() {
     )
     .await;
     assert_eq!(resp.status(), 200);
-    let r = read_frames(resp.body_mut()).await;
-    assert!(r.is_err(), "a cut stream must surface as an error to the client, got {r:?}");
+    let (text, broken) = read_until_error(resp.body_mut()).await;
+    assert!(!broken, "warden ends a cut stream itself, with an error event");
+    let last = sse_data(&text).pop().unwrap();
+    assert!(last.starts_with(r#"{"error":{"message":"upstream provider `oai` broke off the stream"#), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
 }
 
 /// Reads a streamed body until it ends or fails, keeping every data byte that arrived.
@@ -107,17 +110,25 @@ async fn a_cut_after_n_directive_delivers_n_events_then_fails() {
     let (mock, proxy) = setup().await;
     // Through warden (in-process mock and the mock's own server) and from the mock directly.
     let direct = format!("http://{}/v1/chat/completions", mock.addr);
-    for (url, model) in [
-        (proxy.url("/v1/chat/completions"), CHAT_STREAM.to_string()),
-        (proxy.url("/v1/chat/completions"), GPT_STREAM.to_string()),
-        (direct, CHAT_STREAM.to_string()),
+    for (url, model, through_warden) in [
+        (proxy.url("/v1/chat/completions"), CHAT_STREAM, true),
+        (proxy.url("/v1/chat/completions"), GPT_STREAM, true),
+        (direct, CHAT_STREAM, false),
     ] {
         for directive in ["cut-after=3", "cut-after=3,chunk-delay=20ms"] {
-            let mut resp = open_stream(&url, &[BEARER, ("x-mock", directive)], &model).await;
+            let mut resp = open_stream(&url, &[BEARER, ("x-mock", directive)], model).await;
             assert_eq!(resp.status(), 200);
-            let (text, failed) = read_until_error(resp.body_mut()).await;
-            assert!(failed, "{url} {directive}: the cut must surface as an error");
-            assert_eq!(sse_data(&text).len(), 3, "{url} {directive}: {text}");
+            let (text, broken) = read_until_error(resp.body_mut()).await;
+            let data = sse_data(&text);
+            if through_warden {
+                // The three events, then warden's error event in the OpenAI shape.
+                assert!(!broken, "{url} {directive}: {text}");
+                assert_eq!(data.len(), 4, "{url} {directive}: {text}");
+                assert!(data[3].starts_with(r#"{"error":"#), "{text}");
+            } else {
+                assert!(broken, "{url} {directive}: the cut must surface as an error");
+                assert_eq!(data.len(), 3, "{url} {directive}: {text}");
+            }
         }
     }
 }

@@ -51,8 +51,13 @@ impl SseParser {
         }
     }
 
-    /// Feeds the next frame; every event it completes is pushed to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    /// Feeds the next frame; every event it completes is pushed to `out` with the offset in
+    /// this frame just past the blank line that ends it. Returns the offset just past the
+    /// last blank line in the frame (events and comment-only blocks alike): the bytes before
+    /// it form whole blocks that can be forwarded; the rest belongs to a block not yet ended.
+    pub fn feed(&mut self, frame: &[u8], out: &mut Vec<(Event, usize)>) -> Result<Option<usize>, SseError> {
+        let mut chunk = frame;
+        let mut boundary = None;
         if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
@@ -61,6 +66,7 @@ impl SseParser {
         }
         while let Some(end) = chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
             let (line, rest) = chunk.split_at(end);
+            let blank = line.is_empty() && self.line.is_empty();
             self.grow(line.len())?;
             let complete = if self.line.is_empty() {
                 self.field(line)?
@@ -72,9 +78,6 @@ impl SseParser {
                 self.line.clear();
                 r?
             };
-            if let Some(ev) = complete {
-                out.push(ev);
-            }
             chunk = match (rest[0], rest.get(1)) {
                 (b'\r', Some(b'\n')) => &rest[2..],
                 (b'\r', None) => {
@@ -83,10 +86,17 @@ impl SseParser {
                 }
                 _ => &rest[1..],
             };
+            let end = frame.len() - chunk.len();
+            if blank {
+                boundary = Some(end);
+            }
+            if let Some(ev) = complete {
+                out.push((ev, end));
+            }
         }
         self.grow(chunk.len())?;
         self.line.extend_from_slice(chunk);
-        Ok(())
+        Ok(boundary)
     }
 
     /// Whether the stream stopped in the middle of an event (its bytes would be lost).
@@ -148,7 +158,20 @@ mod tests {
         for c in chunks {
             p.feed(c, &mut out).unwrap();
         }
-        out
+        out.into_iter().map(|(e, _)| e).collect()
+    }
+
+    #[test]
+    fn reports_where_whole_blocks_end() {
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        let frame = b"data: a\n\n: ping\n\ndata: b";
+        assert_eq!(p.feed(frame, &mut out).unwrap(), Some(17));
+        assert_eq!(out[0].1, 9);
+        out.clear();
+        assert_eq!(p.feed(b"\n", &mut out).unwrap(), None);
+        assert_eq!(p.feed(b"\r\n", &mut out).unwrap(), Some(2));
+        assert_eq!(out[0].0.data, "b");
     }
 
     fn ev(name: Option<&str>, data: &str) -> Event {

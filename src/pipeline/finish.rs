@@ -18,6 +18,8 @@ pub enum Outcome {
     ClientClosed,
     UpstreamError,
     UpstreamTimeout,
+    /// The upstream sent an event that is not what its API sends.
+    UpstreamInvalid,
 }
 
 impl Outcome {
@@ -27,6 +29,7 @@ impl Outcome {
             Outcome::Complete => "complete",
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::UpstreamInvalid => "upstream_invalid",
         }
     }
 }
@@ -85,6 +88,7 @@ impl Drop for Finish {
             (Some(kind), _) => kind,
             (None, Outcome::UpstreamError) => "upstream_stream",
             (None, Outcome::UpstreamTimeout) => "upstream_stream_timeout",
+            (None, Outcome::UpstreamInvalid) => "upstream_stream_invalid",
             (None, Outcome::Pending | Outcome::Complete | Outcome::ClientClosed) => "-",
         };
         if cx.error_kind.is_none() && error != "-" {

@@ -16,7 +16,10 @@
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
 //!       ─ policy::rewrite          aliases and token limits spliced into the body in one pass
 //!       ─ upstream::send           credential swap, first-byte timeout
-//!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB
+//!       ─ respond::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502)
+//!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB; SSE held
+//!                   to the stream failure contract (stream.rs): whole events, checked,
+//!                   and the API's error event if the stream fails after its 200
 //!   finish (Drop) ─ metrics + one log line, when the body ends or the client goes
 //! ```
 //!
@@ -30,6 +33,7 @@ pub mod parse;
 pub mod policy;
 pub mod respond;
 pub mod route;
+pub mod stream;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -187,6 +191,8 @@ where
         between_chunks: provider.timeouts.between_chunks,
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
+    let resp =
+        if endpoint.returns_json() { respond::checked_json(resp, &timeouts, &provider.name).await? } else { resp };
     Ok((resp, Some(timeouts)))
 }
 

@@ -1,7 +1,8 @@
 //! Response stage: finalises headers (`x-warden-request-id`, `x-warden-overhead-ms`) and wraps
 //! the body so that it streams frame by frame as it arrives (never buffered whole), enforces
-//! the provider's between-chunks and total timeouts, measures time to first byte, and hands
-//! the request to [`Finish`] when the body ends or is dropped.
+//! the provider's between-chunks and total timeouts, holds SSE responses to the stream
+//! failure contract ([`super::stream`]), measures time to first byte, and hands the request
+//! to [`Finish`] when the body ends or is dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,6 +15,8 @@ use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
 use super::finish::{Finish, Outcome};
+use super::stream::SseWatch;
+use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
 use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, WOULD_BLOCK};
 
@@ -55,8 +58,72 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
         ),
         None => (None, None),
     };
-    let body = Observed { inner: body, idle, deadline, fin, held: None, ended: false, flushed: false };
+    let sse = is_event_stream(&parts).then(|| Box::new(SseWatch::new(fin.cx.family.dialect())));
+    let body = Observed { inner: body, idle, deadline, fin, sse, held: None, ended: false, flushed: false };
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// A successful `text/event-stream` response: the streams the failure contract covers.
+fn is_event_stream(parts: &http::response::Parts) -> bool {
+    parts.status.is_success() && has_event_stream_type(&parts.headers)
+}
+
+fn has_event_stream_type(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+/// The largest non-streamed response warden reads whole to validate (embeddings of large
+/// batches are the big ones).
+pub const MAX_JSON_RESPONSE_BYTES: usize = 256 << 20;
+
+/// Reads a successful non-streamed response of a JSON endpoint whole, within the stream
+/// timeouts, and refuses it (502 in the caller's format) unless it is valid JSON: a
+/// truncated or garbled answer must not reach the app as if it were one.
+pub async fn checked_json(
+    resp: Response<Body>,
+    t: &BodyTimeouts,
+    provider: &str,
+) -> Result<Response<Body>, crate::error::ProxyError> {
+    use crate::error::{ProxyError, UpstreamFailure};
+    if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
+        return Ok(resp);
+    }
+    let invalid = |detail: String| ProxyError::Upstream {
+        provider: provider.to_string(),
+        failure: UpstreamFailure::InvalidResponse,
+        detail,
+    };
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::from_std(t.deadline);
+    loop {
+        let next = tokio::time::timeout(t.between_chunks, body.frame());
+        let frame = match tokio::time::timeout_at(deadline, next).await {
+            Ok(Ok(Some(Ok(frame)))) => frame,
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(Err(e)))) => return Err(invalid(format!("the body broke off: {e}"))),
+            Ok(Err(_)) | Err(_) => {
+                return Err(ProxyError::Upstream {
+                    provider: provider.to_string(),
+                    failure: UpstreamFailure::BodyTimeout,
+                    detail: String::new(),
+                })
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_JSON_RESPONSE_BYTES {
+                return Err(invalid(format!("the body is larger than {MAX_JSON_RESPONSE_BYTES} bytes")));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&buf) {
+        return Err(invalid(format!("the body is not valid JSON: {e}")));
+    }
+    Ok(Response::from_parts(parts, crate::http::body::full(buf.freeze())))
 }
 
 /// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
@@ -86,9 +153,11 @@ struct Observed {
     idle: Option<IdleTimer>,
     deadline: Option<Pin<Box<Sleep>>>,
     fin: Finish,
+    /// Set for SSE responses: the stream failure contract (see [`super::stream`]).
+    sse: Option<Box<SseWatch>>,
     /// A frame or error read while coalescing, returned on the next poll.
     held: Option<Result<Frame<Bytes>, BodyError>>,
-    /// The inner body ended while coalescing.
+    /// Nothing more will be read from the inner body.
     ended: bool,
     /// An error is held back for one poll so that hyper writes out the data before it: on an
     /// error hyper drops the connection, and frames it had not flushed yet would be lost.
@@ -100,53 +169,158 @@ struct Observed {
 /// and one wake-up instead of one each.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-impl Observed {
-    fn coalesce(&mut self, first: Bytes, cx: &mut Context<'_>) -> Bytes {
-        let mut batch: Option<bytes::BytesMut> = None;
-        let mut len = first.len();
-        while len < COALESCE_LIMIT {
-            match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(more) => {
-                        len += more.len();
-                        batch.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&more);
-                    }
-                    Err(trailers) => {
-                        self.held = Some(Ok(trailers));
-                        break;
-                    }
-                },
-                Poll::Ready(Some(Err(e))) => {
-                    self.fin.outcome = Outcome::UpstreamError;
-                    self.held = Some(Err(e));
-                    break;
-                }
-                Poll::Ready(None) => {
-                    self.fin.outcome = Outcome::Complete;
-                    self.ended = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if self.fin.ttfb.is_none() {
-            self.fin.ttfb = Some(self.fin.cx.start.elapsed());
-        }
-        self.fin.bytes += len as u64;
-        if let Some(idle) = &mut self.idle {
-            idle.last_frame = tokio::time::Instant::now();
-        }
-        // hyper stops polling once the body says it has ended.
-        if self.inner.is_end_stream() {
-            self.fin.outcome = Outcome::Complete;
-        }
-        batch.map_or(first, bytes::BytesMut::freeze)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("upstream stream timed out ({0})")]
 struct StreamTimeout(&'static str);
+
+/// Bytes gathered for one write.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: Option<bytes::BytesMut>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        self.len += b.len();
+        match (&self.first, &mut self.more) {
+            (None, _) => self.first = Some(b),
+            (Some(_), Some(more)) => more.extend_from_slice(&b),
+            (Some(first), None) => {
+                let mut more = bytes::BytesMut::from(&first[..]);
+                more.extend_from_slice(&b);
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn take(self) -> Option<Bytes> {
+        match self.more {
+            Some(more) => Some(more.freeze()),
+            None => self.first,
+        }
+    }
+}
+
+impl Observed {
+    /// Ends an SSE stream that broke the contract with the API's error event.
+    fn fail(&mut self, outcome: Outcome, class: ErrorClass, why: &'static str) -> Bytes {
+        self.fin.outcome = outcome;
+        self.ended = true;
+        match &self.sse {
+            Some(w) => w.error_event(class, self.fin.cx.provider_name(), why),
+            None => Bytes::new(),
+        }
+    }
+
+    /// Reads what the upstream has ready, up to [`COALESCE_LIMIT`], into one batch.
+    fn gather(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        while batch.len < COALESCE_LIMIT {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(idle) = &mut self.idle {
+                            idle.last_frame = tokio::time::Instant::now();
+                        }
+                        let Some(w) = &mut self.sse else {
+                            batch.push(data);
+                            continue;
+                        };
+                        let accepted = w.accept(data);
+                        batch.push(accepted.forward);
+                        if let Some(why) = accepted.failure {
+                            let end = self.fail(Outcome::UpstreamInvalid, ErrorClass::Upstream, why);
+                            batch.push(end);
+                            return;
+                        }
+                    }
+                    Err(trailers) => {
+                        self.held = Some(Ok(trailers));
+                        return;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    match &mut self.sse {
+                        Some(w) if !w.terminal => {
+                            let end = self.fail(Outcome::UpstreamError, ErrorClass::Upstream, "broke off the stream");
+                            batch.push(end);
+                        }
+                        // After the final event a broken connection loses nothing.
+                        Some(w) => {
+                            batch.push(w.rest());
+                            self.fin.outcome = Outcome::Complete;
+                            self.ended = true;
+                        }
+                        None => {
+                            self.fin.outcome = Outcome::UpstreamError;
+                            self.held = Some(Err(e));
+                            self.flushed = false;
+                        }
+                    }
+                    return;
+                }
+                Poll::Ready(None) => {
+                    match &mut self.sse {
+                        Some(w) if !w.terminal => {
+                            let end = self.fail(
+                                Outcome::UpstreamError,
+                                ErrorClass::Upstream,
+                                "ended the stream before its final event",
+                            );
+                            batch.push(end);
+                        }
+                        Some(w) => {
+                            batch.push(w.rest());
+                            self.fin.outcome = Outcome::Complete;
+                        }
+                        None => self.fin.outcome = Outcome::Complete,
+                    }
+                    self.ended = true;
+                    return;
+                }
+                Poll::Pending => {
+                    if batch.len == 0 {
+                        self.check_timers(cx, batch);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn check_timers(&mut self, cx: &mut Context<'_>, batch: &mut Batch) {
+        let idle_fired = self.idle.as_mut().is_some_and(|t| t.expired(cx));
+        let total_fired = self.deadline.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
+        if !(idle_fired || total_fired) {
+            return;
+        }
+        let phase = if idle_fired { "between chunks" } else { "total" };
+        match &self.sse {
+            Some(w) if w.terminal => {
+                self.fin.outcome = Outcome::Complete;
+                self.ended = true;
+            }
+            Some(_) => {
+                let why = if idle_fired {
+                    "stalled: no data within the between-chunks timeout"
+                } else {
+                    "did not finish within the total timeout"
+                };
+                let end = self.fail(Outcome::UpstreamTimeout, ErrorClass::Timeout, why);
+                batch.push(end);
+            }
+            None => {
+                self.fin.outcome = Outcome::UpstreamTimeout;
+                self.held = Some(Err(BodyError::new(StreamTimeout(phase))));
+                self.flushed = false;
+            }
+        }
+    }
+}
 
 impl http_body::Body for Observed {
     type Data = Bytes;
@@ -165,42 +339,30 @@ impl http_body::Body for Observed {
         if this.ended {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => Poll::Ready(Some(Ok(Frame::data(this.coalesce(data, cx))))),
-                Err(trailers) => Poll::Ready(Some(Ok(trailers))),
-            },
-            Poll::Ready(Some(Err(e))) => {
-                this.fin.outcome = Outcome::UpstreamError;
-                this.held = Some(Err(e));
-                this.flushed = false;
-                Pin::new(this).poll_frame(cx)
+        let mut batch = Batch::default();
+        this.gather(cx, &mut batch);
+        if let Some(data) = batch.take() {
+            if this.fin.ttfb.is_none() {
+                this.fin.ttfb = Some(this.fin.cx.start.elapsed());
             }
-            Poll::Ready(None) => {
-                this.fin.outcome = Outcome::Complete;
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let idle_fired = this.idle.as_mut().is_some_and(|t| t.expired(cx));
-                let total_fired = this.deadline.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
-                if idle_fired || total_fired {
-                    this.fin.outcome = Outcome::UpstreamTimeout;
-                    let phase = if idle_fired { "between chunks" } else { "total" };
-                    this.held = Some(Err(BodyError::new(StreamTimeout(phase))));
-                    this.flushed = false;
-                    return Pin::new(this).poll_frame(cx);
-                }
-                Poll::Pending
-            }
+            this.fin.bytes += data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        if this.held.is_some() || this.ended {
+            return Pin::new(this).poll_frame(cx);
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_none() && (self.ended || self.inner.is_end_stream())
+        // hyper stops polling once the body says it has ended, so an SSE stream that has
+        // not seen its final event is never at its end: its error event is still to come.
+        self.held.is_none()
+            && (self.ended || (self.inner.is_end_stream() && self.sse.as_ref().is_none_or(|w| w.terminal)))
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.held.is_some() || self.ended {
+        if self.held.is_some() || self.ended || self.sse.is_some() {
             return SizeHint::default();
         }
         self.inner.size_hint()

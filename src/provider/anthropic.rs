@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::{json_str, ApiFamily, AuthStyle, Dialect, ModelInfo};
 use crate::error::ErrorClass;
+use crate::http::sse::Event;
 
 pub struct Anthropic;
 
@@ -66,6 +67,21 @@ impl Dialect for Anthropic {
         if !headers.contains_key("anthropic-version") {
             headers.insert("anthropic-version", HeaderValue::from_static(DEFAULT_VERSION));
         }
+    }
+
+    /// `event: error`, as Anthropic itself ends a stream it cannot finish (overloaded); the
+    /// SDKs raise on it.
+    fn stream_error(&self, class: ErrorClass, message: &str) -> Bytes {
+        let body = self.error_body(class, None, None, message);
+        let mut out = Vec::with_capacity(body.len() + 24);
+        out.extend_from_slice(b"event: error\ndata: ");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\n\n");
+        out.into()
+    }
+
+    fn is_terminal(&self, ev: &Event) -> bool {
+        matches!(ev.name.as_deref(), Some("message_stop" | "error"))
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Directives come in the `x-mock` request header, comma-separated:
 //! `status=429`, `retry-after=2`, `delay=200ms`, `chunk-delay=50ms`, `cut-after=3`,
-//! `tokens=50`, `chunks=20`, `tool=get_weather`. `x-mock-reply` scripts the reply text and
+//! `garbage-after=2`, `no-end`, `tokens=50`, `chunks=20`, `tool=get_weather`, `bad-json`. `x-mock-reply` scripts the reply text and
 //! `x-mock-tool-args` the tool call's JSON arguments.
 
 use std::pin::Pin;
@@ -84,6 +84,12 @@ struct Directives {
     delay: Option<Duration>,
     chunk_delay: Option<Duration>,
     cut_after: Option<usize>,
+    /// A `data:` event that is not JSON, after this many events.
+    garbage_after: Option<usize>,
+    /// Leave out the stream's final event (`[DONE]`, `message_stop`, `response.completed`).
+    no_end: bool,
+    /// Answer a non-streamed request with a 200 whose body is not JSON.
+    bad_json: bool,
     tokens: Option<usize>,
     chunks: Option<usize>,
     tool: Option<String>,
@@ -109,6 +115,9 @@ impl Directives {
                     "delay" => d.delay = Some(dur()?),
                     "chunk-delay" => d.chunk_delay = Some(dur()?),
                     "cut-after" => d.cut_after = Some(num()?),
+                    "garbage-after" => d.garbage_after = Some(num()?),
+                    "no-end" => d.no_end = true,
+                    "bad-json" => d.bad_json = true,
                     "tokens" => d.tokens = Some(num()?.clamp(1, 100_000)),
                     "chunks" => d.chunks = Some(num()?.clamp(1, 100_000)),
                     "tool" => d.tool = Some(val.to_string()),
@@ -234,6 +243,9 @@ impl Mock {
             reply.truncated = true;
         }
         let id = self.stats.requests.load(Ordering::Relaxed);
+        if d.bad_json && !stream {
+            return ok_json(Bytes::from_static(b"{\"id\":\"cut-short\",\"choices\":[{\"index\":0,"));
+        }
         let shape = Shape { model, id, reply, d: d.clone() };
         match (endpoint, stream) {
             (Some(Endpoint::ChatCompletions), false) => ok_json(shape.chat()),
@@ -259,7 +271,13 @@ impl Mock {
         }
     }
 
-    fn sse(&self, events: Vec<Bytes>, d: &Directives) -> Response<Body> {
+    fn sse(&self, mut events: Vec<Bytes>, d: &Directives) -> Response<Body> {
+        if d.no_end {
+            events.pop();
+        }
+        if let Some(n) = d.garbage_after {
+            events.insert(n.min(events.len()), Bytes::from_static(b"data: <html>502 Bad Gateway</html>\n\n"));
+        }
         self.stats.streams_started.fetch_add(1, Ordering::SeqCst);
         let body = MockStream {
             events,

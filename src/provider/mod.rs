@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 
 use crate::error::ErrorClass;
+use crate::http::sse::Event;
 use crate::secret::Secret;
 
 /// The API a client speaks, chosen by the path it calls (and, for shared paths such as
@@ -220,6 +221,20 @@ impl Endpoint {
         }
     }
 
+    /// Whether a successful non-streamed response is JSON that warden must see whole and
+    /// valid before the client gets it (model output is validated, never trusted).
+    pub fn returns_json(self) -> bool {
+        match self {
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+            | Endpoint::Messages
+            | Endpoint::CountTokens => true,
+            Endpoint::Models | Endpoint::MessageBatches | Endpoint::Batches | Endpoint::Other => false,
+        }
+    }
+
     /// The endpoint a nested batch request is checked as.
     pub fn batch_item(self) -> Option<Endpoint> {
         match self {
@@ -274,6 +289,18 @@ pub trait Dialect: Sync {
 
     /// Headers the upstream requires that a client may have left out.
     fn fill_required_headers(&self, headers: &mut HeaderMap);
+
+    /// The SSE event that ends a stream warden must fail after its 200 went out, in this
+    /// API's own shape, so that the SDKs raise instead of taking a short answer as whole.
+    fn stream_error(&self, class: ErrorClass, message: &str) -> Bytes;
+
+    /// Whether an event ends the stream: the API's final event, or the upstream's own error.
+    fn is_terminal(&self, ev: &Event) -> bool;
+
+    /// Whether an event's data is what this API sends (checked before it is forwarded).
+    fn event_is_valid(&self, ev: &Event) -> bool {
+        serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok()
+    }
 }
 
 /// Puts the provider's key into the upstream request in the given style.

@@ -6,6 +6,7 @@ use http::HeaderMap;
 
 use super::{json_str, ApiFamily, AuthStyle, Dialect, ModelInfo};
 use crate::error::ErrorClass;
+use crate::http::sse::Event;
 
 pub struct OpenAi;
 
@@ -56,6 +57,29 @@ impl Dialect for OpenAi {
     }
 
     fn fill_required_headers(&self, _headers: &mut HeaderMap) {}
+
+    /// A `data:` event with an `error` object: the SDKs raise `APIError` on it, for chat,
+    /// completions and responses streams alike.
+    fn stream_error(&self, class: ErrorClass, message: &str) -> Bytes {
+        let body = self.error_body(class, Some("stream_error"), None, message);
+        let mut out = Vec::with_capacity(body.len() + 8);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\n\n");
+        out.into()
+    }
+
+    fn is_terminal(&self, ev: &Event) -> bool {
+        match ev.name.as_deref() {
+            Some("response.completed" | "response.incomplete" | "response.failed" | "error") => true,
+            Some(_) => false,
+            None => ev.data == "[DONE]" || (ev.data.starts_with("{\"error\"") && self.event_is_valid(ev)),
+        }
+    }
+
+    fn event_is_valid(&self, ev: &Event) -> bool {
+        ev.data == "[DONE]" || serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,30 @@ class OpenAISDK(unittest.TestCase):
         self.assertEqual(cm.exception.status_code, 429)
         self.assertEqual(cm.exception.response.headers["retry-after"], "1")
 
+    def test_failed_streams_raise(self):
+        # gpt-4o reaches the mock over HTTP with a 500 ms between-chunks timeout.
+        for directive in ["cut-after=3", "garbage-after=2", "no-end", "chunk-delay=2s"]:
+            for model in ["mock-1", "gpt-4o"]:
+                if directive.startswith("chunk-delay") and model != "gpt-4o":
+                    continue
+                with self.subTest(directive=directive, model=model):
+                    with self.assertRaises(openai.APIError) as cm:
+                        for _ in oai().chat.completions.create(
+                                model=model, messages=[{"role": "user", "content": "hi"}], stream=True,
+                                extra_headers={"x-mock": directive}):
+                            pass
+                    self.assertIn("the response is incomplete", str(cm.exception))
+        with self.assertRaises(openai.APIError):
+            for _ in oai().responses.create(model="mock-1", input="hi", stream=True,
+                                            extra_headers={"x-mock": "no-end"}):
+                pass
+
+    def test_garbage_200_is_a_server_error(self):
+        with self.assertRaises(openai.InternalServerError) as cm:
+            oai().chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}],
+                                          extra_headers={"x-mock": "bad-json"})
+        self.assertEqual(cm.exception.status_code, 502)
+
 
 class AnthropicSDK(unittest.TestCase):
     def test_messages(self):
@@ -113,6 +137,24 @@ class AnthropicSDK(unittest.TestCase):
             ant().messages.create(model="mock-1", max_tokens=5, messages=[{"role": "user", "content": "hi"}],
                                   extra_headers={"x-mock": "status=429"})
         self.assertEqual(cm.exception.status_code, 429)
+
+    def test_failed_streams_raise(self):
+        for directive in ["cut-after=3", "garbage-after=2", "no-end"]:
+            for model in ["mock-1", "claude-test"]:
+                with self.subTest(directive=directive, model=model):
+                    with self.assertRaises(anthropic.APIError) as cm:
+                        with ant().messages.stream(model=model, max_tokens=64,
+                                                   messages=[{"role": "user", "content": "hi"}],
+                                                   extra_headers={"x-mock": directive}) as stream:
+                            for _ in stream.text_stream:
+                                pass
+                    self.assertIn("the response is incomplete", str(cm.exception))
+
+    def test_garbage_200_is_a_server_error(self):
+        with self.assertRaises(anthropic.InternalServerError) as cm:
+            ant().messages.create(model="mock-1", max_tokens=5, messages=[{"role": "user", "content": "hi"}],
+                                  extra_headers={"x-mock": "bad-json"})
+        self.assertEqual(cm.exception.status_code, 502)
 
 
 if __name__ == "__main__":

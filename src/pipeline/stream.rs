@@ -1,0 +1,157 @@
+//! The stream failure contract, applied to every SSE response: events are parsed as frames
+//! arrive and forwarded only as whole blocks, each event's data is checked before it goes
+//! out, and a stream that fails after its 200 (cut, stalled, garbage, or ended without the
+//! API's final event) ends with the API's own error event instead, so the SDKs raise rather
+//! than take a short answer as whole.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::ErrorClass;
+use crate::http::sse::{Event, SseError, SseParser};
+use crate::provider::Dialect;
+
+/// The largest single event warden forwards (a whole tool-call argument can be large).
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
+/// What a frame became: the bytes that may go to the client now, and, if the stream broke
+/// the contract, why.
+pub struct Accepted {
+    pub forward: Bytes,
+    pub failure: Option<&'static str>,
+}
+
+/// Watches one SSE response.
+pub struct SseWatch {
+    parser: SseParser,
+    dialect: &'static dyn Dialect,
+    /// Bytes of a block not yet ended by a blank line: held back until it is.
+    partial: BytesMut,
+    events: Vec<(Event, usize)>,
+    /// The API's final event (or the upstream's own error event) went out.
+    pub terminal: bool,
+}
+
+impl SseWatch {
+    pub fn new(dialect: &'static dyn Dialect) -> SseWatch {
+        SseWatch {
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            dialect,
+            partial: BytesMut::new(),
+            events: Vec::new(),
+            terminal: false,
+        }
+    }
+
+    /// Takes the next upstream frame.
+    pub fn accept(&mut self, frame: Bytes) -> Accepted {
+        if self.terminal {
+            // After the final event nothing is parsed: whatever follows is passed on.
+            return Accepted { forward: frame, failure: None };
+        }
+        self.events.clear();
+        let boundary = match self.parser.feed(&frame, &mut self.events) {
+            Ok(b) => b,
+            Err(SseError::TooLarge { .. }) => return self.broken("sent an event larger than warden accepts"),
+            Err(SseError::NotUtf8) => return self.broken("sent an event that is not UTF-8"),
+        };
+        let mut upto = boundary;
+        let mut failure = None;
+        let mut last_good: Option<usize> = None;
+        for (ev, end) in &self.events {
+            if !self.dialect.event_is_valid(ev) {
+                failure = Some("sent an event that is not the JSON its API sends");
+                upto = last_good;
+                break;
+            }
+            last_good = Some(*end);
+            if self.dialect.is_terminal(ev) {
+                self.terminal = true;
+                upto = Some(frame.len());
+                break;
+            }
+        }
+        let forward = match upto {
+            None => {
+                if failure.is_none() {
+                    self.partial.extend_from_slice(&frame);
+                }
+                Bytes::new()
+            }
+            Some(n) if self.partial.is_empty() => {
+                if failure.is_none() {
+                    self.partial.extend_from_slice(&frame[n..]);
+                }
+                frame.slice(..n)
+            }
+            Some(n) => {
+                self.partial.extend_from_slice(&frame[..n]);
+                let out = self.partial.split().freeze();
+                if failure.is_none() {
+                    self.partial.extend_from_slice(&frame[n..]);
+                }
+                out
+            }
+        };
+        if failure.is_some() {
+            self.partial.clear();
+        }
+        Accepted { forward, failure }
+    }
+
+    fn broken(&mut self, why: &'static str) -> Accepted {
+        self.partial.clear();
+        Accepted { forward: Bytes::new(), failure: Some(why) }
+    }
+
+    /// Bytes held after the final event, for the end of the stream.
+    pub fn rest(&mut self) -> Bytes {
+        self.partial.split().freeze()
+    }
+
+    /// The API's error event that ends a failed stream.
+    pub fn error_event(&self, class: ErrorClass, provider: &str, why: &str) -> Bytes {
+        self.dialect.stream_error(class, &format!("upstream provider `{provider}` {why}; the response is incomplete"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ApiFamily;
+
+    fn feed(w: &mut SseWatch, frames: &[&str]) -> (String, Option<&'static str>) {
+        let mut out = String::new();
+        for f in frames {
+            let a = w.accept(Bytes::copy_from_slice(f.as_bytes()));
+            out.push_str(std::str::from_utf8(&a.forward).unwrap());
+            if a.failure.is_some() {
+                return (out, a.failure);
+            }
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn forwards_whole_events_only_and_stops_at_garbage() {
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect());
+        let (out, failure) = feed(&mut w, &["data: {\"a\":1}\n\ndata: {\"b\"", ":2}\n\n", "data: [DONE]\n\n"]);
+        assert_eq!(out, "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
+        assert!(failure.is_none() && w.terminal);
+
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect());
+        let (out, failure) = feed(&mut w, &["data: {\"a\":1}\n\ndata: not json\n\ndata: {\"c\":3}\n\n"]);
+        assert_eq!(out, "data: {\"a\":1}\n\n");
+        assert_eq!(failure, Some("sent an event that is not the JSON its API sends"));
+    }
+
+    #[test]
+    fn anthropic_streams_end_at_message_stop_or_error() {
+        let mut w = SseWatch::new(ApiFamily::Anthropic.dialect());
+        feed(&mut w, &["event: ping\ndata: {\"type\":\"ping\"}\n\n"]);
+        assert!(!w.terminal);
+        feed(&mut w, &["event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"]);
+        assert!(w.terminal);
+        let e = w.error_event(ErrorClass::Upstream, "ant", "closed the stream");
+        assert!(e.starts_with(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""));
+    }
+}
