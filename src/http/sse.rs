@@ -4,13 +4,15 @@
 //! `event:` names the event; `id:` and `retry:` are read and ignored. One event may hold at
 //! most `max_event_bytes`, so an upstream cannot make warden buffer without bound.
 
-/// One dispatched event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Event {
+/// One dispatched event, borrowed from the parser (its buffers are reused, so parsing a
+/// stream allocates nothing per event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
     /// The `event:` field, if any (`None` means the default type, `message`).
-    pub name: Option<String>,
-    /// The `data:` lines, joined with `\n`.
-    pub data: String,
+    pub name: Option<&'a str>,
+    /// The `data:` lines, joined with `\n`. Bytes, not text: checking UTF-8 costs, and most
+    /// events are only looked at, not read.
+    pub data: &'a [u8],
 }
 
 /// The stream broke the format's limits.
@@ -18,7 +20,7 @@ pub struct Event {
 pub enum SseError {
     #[error("an upstream event is larger than {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("an upstream event is not UTF-8")]
+    #[error("an upstream event name is not UTF-8")]
     NotUtf8,
 }
 
@@ -29,8 +31,9 @@ pub struct SseParser {
     line: Vec<u8>,
     /// The previous frame ended in CR: an LF that starts this one belongs to it.
     after_cr: bool,
-    name: Option<String>,
-    data: String,
+    name: String,
+    has_name: bool,
+    data: Vec<u8>,
     /// Whether a `data` field was seen for the pending event (an empty one counts).
     has_data: bool,
     /// Bytes of the pending event so far (lines and fields), for the cap.
@@ -43,19 +46,24 @@ impl SseParser {
         SseParser {
             line: Vec::new(),
             after_cr: false,
-            name: None,
-            data: String::new(),
+            name: String::new(),
+            has_name: false,
+            data: Vec::new(),
             has_data: false,
             size: 0,
             max_event_bytes,
         }
     }
 
-    /// Feeds the next frame; every event it completes is pushed to `out` with the offset in
+    /// Feeds the next frame; `on_event` gets every event it completes, with the offset in
     /// this frame just past the blank line that ends it. Returns the offset just past the
     /// last blank line in the frame (events and comment-only blocks alike): the bytes before
     /// it form whole blocks that can be forwarded; the rest belongs to a block not yet ended.
-    pub fn feed(&mut self, frame: &[u8], out: &mut Vec<(Event, usize)>) -> Result<Option<usize>, SseError> {
+    pub fn feed<F: FnMut(Event<'_>, usize)>(
+        &mut self,
+        frame: &[u8],
+        mut on_event: F,
+    ) -> Result<Option<usize>, SseError> {
         let mut chunk = frame;
         let mut boundary = None;
         if self.after_cr && !chunk.is_empty() {
@@ -64,11 +72,11 @@ impl SseParser {
                 chunk = rest;
             }
         }
-        while let Some(end) = chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) {
             let (line, rest) = chunk.split_at(end);
             let blank = line.is_empty() && self.line.is_empty();
             self.grow(line.len())?;
-            let complete = if self.line.is_empty() {
+            let dispatch = if self.line.is_empty() {
                 self.field(line)?
             } else {
                 self.line.extend_from_slice(line);
@@ -90,8 +98,14 @@ impl SseParser {
             if blank {
                 boundary = Some(end);
             }
-            if let Some(ev) = complete {
-                out.push((ev, end));
+            if dispatch {
+                on_event(Event { name: self.has_name.then_some(self.name.as_str()), data: &self.data }, end);
+            }
+            if blank {
+                self.name.clear();
+                self.has_name = false;
+                self.data.clear();
+                self.has_data = false;
             }
         }
         self.grow(chunk.len())?;
@@ -101,7 +115,7 @@ impl SseParser {
 
     /// Whether the stream stopped in the middle of an event (its bytes would be lost).
     pub fn has_partial(&self) -> bool {
-        !self.line.is_empty() || self.has_data || self.name.is_some()
+        !self.line.is_empty() || self.has_data || self.has_name
     }
 
     fn grow(&mut self, n: usize) -> Result<(), SseError> {
@@ -112,39 +126,40 @@ impl SseParser {
         Ok(())
     }
 
-    /// Handles one complete line; a blank line dispatches the pending event.
-    fn field(&mut self, line: &[u8]) -> Result<Option<Event>, SseError> {
+    /// Handles one complete line; `true` when a blank line ends an event with data (the
+    /// caller dispatches it, then clears the pending fields).
+    fn field(&mut self, line: &[u8]) -> Result<bool, SseError> {
         if line.is_empty() {
             self.size = 0;
-            let name = self.name.take();
-            if !std::mem::take(&mut self.has_data) {
-                return Ok(None);
-            }
-            return Ok(Some(Event { name, data: std::mem::take(&mut self.data) }));
+            return Ok(self.has_data);
         }
         if line[0] == b':' {
-            return Ok(None);
+            return Ok(false);
         }
-        let (field, value) = match line.iter().position(|b| *b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
             }
             None => (line, &b""[..]),
         };
-        let value = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?;
         match field {
             b"data" => {
                 if self.has_data {
-                    self.data.push('\n');
+                    self.data.push(b'\n');
                 }
-                self.data.push_str(value);
+                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
-            b"event" => self.name = Some(value.to_string()),
+            b"event" => {
+                let value = std::str::from_utf8(value).map_err(|_| SseError::NotUtf8)?;
+                self.name.clear();
+                self.name.push_str(value);
+                self.has_name = true;
+            }
             _ => {}
         }
-        Ok(None)
+        Ok(false)
     }
 }
 
@@ -152,11 +167,19 @@ impl SseParser {
 mod tests {
     use super::*;
 
-    fn parse_all(chunks: &[&[u8]]) -> Vec<Event> {
+    type Owned = (Option<String>, String);
+
+    fn collect(p: &mut SseParser, frame: &[u8], out: &mut Vec<(Owned, usize)>) -> Result<Option<usize>, SseError> {
+        p.feed(frame, |e, end| {
+            out.push(((e.name.map(str::to_string), String::from_utf8_lossy(e.data).into_owned()), end))
+        })
+    }
+
+    fn parse_all(chunks: &[&[u8]]) -> Vec<Owned> {
         let mut p = SseParser::new(1 << 20);
         let mut out = Vec::new();
         for c in chunks {
-            p.feed(c, &mut out).unwrap();
+            collect(&mut p, c, &mut out).unwrap();
         }
         out.into_iter().map(|(e, _)| e).collect()
     }
@@ -166,16 +189,16 @@ mod tests {
         let mut p = SseParser::new(1024);
         let mut out = Vec::new();
         let frame = b"data: a\n\n: ping\n\ndata: b";
-        assert_eq!(p.feed(frame, &mut out).unwrap(), Some(17));
+        assert_eq!(collect(&mut p, frame, &mut out).unwrap(), Some(17));
         assert_eq!(out[0].1, 9);
         out.clear();
-        assert_eq!(p.feed(b"\n", &mut out).unwrap(), None);
-        assert_eq!(p.feed(b"\r\n", &mut out).unwrap(), Some(2));
-        assert_eq!(out[0].0.data, "b");
+        assert_eq!(collect(&mut p, b"\n", &mut out).unwrap(), None);
+        assert_eq!(collect(&mut p, b"\r\n", &mut out).unwrap(), Some(2));
+        assert_eq!(out[0].0 .1, "b");
     }
 
-    fn ev(name: Option<&str>, data: &str) -> Event {
-        Event { name: name.map(str::to_string), data: data.to_string() }
+    fn ev(name: Option<&str>, data: &str) -> Owned {
+        (name.map(str::to_string), data.to_string())
     }
 
     #[test]
@@ -191,7 +214,7 @@ mod tests {
     fn an_event_without_data_is_not_dispatched_and_a_cut_event_is_partial() {
         let mut p = SseParser::new(1024);
         let mut out = Vec::new();
-        p.feed(b"event: x\n\ndata: half", &mut out).unwrap();
+        collect(&mut p, b"event: x\n\ndata: half", &mut out).unwrap();
         assert!(out.is_empty());
         assert!(p.has_partial());
     }
@@ -200,11 +223,11 @@ mod tests {
     fn the_size_cap_holds_across_frames() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
-        p.feed(b"data: 0123456789", &mut out).unwrap();
-        assert_eq!(p.feed(b"0123456789\n\n", &mut out), Err(SseError::TooLarge { limit: 16 }));
+        collect(&mut p, b"data: 0123456789", &mut out).unwrap();
+        assert_eq!(collect(&mut p, b"0123456789\n\n", &mut out), Err(SseError::TooLarge { limit: 16 }));
         let mut p = SseParser::new(16);
         for _ in 0..10 {
-            p.feed(b"data: 0123456789\n\n", &mut out).unwrap();
+            collect(&mut p, b"data: 0123456789\n\n", &mut out).unwrap();
         }
         assert_eq!(out.len(), 10);
     }

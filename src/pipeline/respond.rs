@@ -97,33 +97,49 @@ pub async fn checked_json(
         detail,
     };
     let (parts, mut body) = resp.into_parts();
-    let mut buf = bytes::BytesMut::new();
-    let deadline = tokio::time::Instant::from_std(t.deadline);
-    loop {
-        let next = tokio::time::timeout(t.between_chunks, body.frame());
-        let frame = match tokio::time::timeout_at(deadline, next).await {
-            Ok(Ok(Some(Ok(frame)))) => frame,
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(Err(e)))) => return Err(invalid(format!("the body broke off: {e}"))),
-            Ok(Err(_)) | Err(_) => {
-                return Err(ProxyError::Upstream {
-                    provider: provider.to_string(),
-                    failure: UpstreamFailure::BodyTimeout,
-                    detail: String::new(),
-                })
+    let mut buf = Batch::default();
+    // Timers are armed only when the body is not already there: most bodies arrive whole.
+    let mut idle: Option<Pin<Box<Sleep>>> = None;
+    let mut total: Option<Pin<Box<Sleep>>> = None;
+    let read = std::future::poll_fn(|cx| loop {
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len + data.len() > MAX_JSON_RESPONSE_BYTES {
+                        return Poll::Ready(Err(format!("the body is larger than {MAX_JSON_RESPONSE_BYTES} bytes")));
+                    }
+                    buf.push(data);
+                }
+                idle = None;
             }
-        };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > MAX_JSON_RESPONSE_BYTES {
-                return Err(invalid(format!("the body is larger than {MAX_JSON_RESPONSE_BYTES} bytes")));
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(format!("the body broke off: {e}"))),
+            Poll::Ready(None) => return Poll::Ready(Ok(false)),
+            Poll::Pending => {
+                let idle = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(t.between_chunks)));
+                let total = total.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(t.deadline.into())));
+                if idle.as_mut().poll(cx).is_ready() || total.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(true));
+                }
+                return Poll::Pending;
             }
-            buf.extend_from_slice(&data);
         }
+    });
+    match read.await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(ProxyError::Upstream {
+                provider: provider.to_string(),
+                failure: UpstreamFailure::BodyTimeout,
+                detail: String::new(),
+            })
+        }
+        Err(detail) => return Err(invalid(detail)),
     }
+    let buf = buf.take().unwrap_or_default();
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&buf) {
         return Err(invalid(format!("the body is not valid JSON: {e}")));
     }
-    Ok(Response::from_parts(parts, crate::http::body::full(buf.freeze())))
+    Ok(Response::from_parts(parts, crate::http::body::full(buf)))
 }
 
 /// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update

@@ -26,20 +26,13 @@ pub struct SseWatch {
     dialect: &'static dyn Dialect,
     /// Bytes of a block not yet ended by a blank line: held back until it is.
     partial: BytesMut,
-    events: Vec<(Event, usize)>,
     /// The API's final event (or the upstream's own error event) went out.
     pub terminal: bool,
 }
 
 impl SseWatch {
     pub fn new(dialect: &'static dyn Dialect) -> SseWatch {
-        SseWatch {
-            parser: SseParser::new(MAX_EVENT_BYTES),
-            dialect,
-            partial: BytesMut::new(),
-            events: Vec::new(),
-            terminal: false,
-        }
+        SseWatch { parser: SseParser::new(MAX_EVENT_BYTES), dialect, partial: BytesMut::new(), terminal: false }
     }
 
     /// Takes the next upstream frame.
@@ -48,28 +41,36 @@ impl SseWatch {
             // After the final event nothing is parsed: whatever follows is passed on.
             return Accepted { forward: frame, failure: None };
         }
-        self.events.clear();
-        let boundary = match self.parser.feed(&frame, &mut self.events) {
-            Ok(b) => b,
-            Err(SseError::TooLarge { .. }) => return self.broken("sent an event larger than warden accepts"),
-            Err(SseError::NotUtf8) => return self.broken("sent an event that is not UTF-8"),
-        };
-        let mut upto = boundary;
+        let dialect = self.dialect;
         let mut failure = None;
         let mut last_good: Option<usize> = None;
-        for (ev, end) in &self.events {
-            if !self.dialect.event_is_valid(ev) {
+        let mut terminal_at = None;
+        let parsed = self.parser.feed(&frame, |ev: Event<'_>, end| {
+            if failure.is_some() || terminal_at.is_some() {
+                return;
+            }
+            if !dialect.event_is_valid(&ev) {
                 failure = Some("sent an event that is not the JSON its API sends");
-                upto = last_good;
-                break;
+                return;
             }
-            last_good = Some(*end);
-            if self.dialect.is_terminal(ev) {
+            last_good = Some(end);
+            if dialect.is_terminal(&ev) {
+                terminal_at = Some(end);
+            }
+        });
+        let boundary = match parsed {
+            Ok(b) => b,
+            Err(SseError::TooLarge { .. }) => return self.broken("sent an event larger than warden accepts"),
+            Err(SseError::NotUtf8) => return self.broken("sent an event name that is not UTF-8"),
+        };
+        let upto = match (failure, terminal_at) {
+            (Some(_), _) => last_good,
+            (None, Some(_)) => {
                 self.terminal = true;
-                upto = Some(frame.len());
-                break;
+                Some(frame.len())
             }
-        }
+            (None, None) => boundary,
+        };
         let forward = match upto {
             None => {
                 if failure.is_none() {

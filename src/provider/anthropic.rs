@@ -81,7 +81,7 @@ impl Dialect for Anthropic {
     }
 
     fn is_terminal(&self, ev: &Event) -> bool {
-        matches!(ev.name.as_deref(), Some("message_stop" | "error"))
+        matches!(ev.name, Some("message_stop" | "error"))
     }
 }
 

@@ -299,8 +299,16 @@ pub trait Dialect: Sync {
 
     /// Whether an event's data is what this API sends (checked before it is forwarded).
     fn event_is_valid(&self, ev: &Event) -> bool {
-        serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok()
+        looks_like_json_object(ev.data)
     }
+}
+
+/// The per-event check of a stream, cheap enough for every event: one JSON object, by its
+/// delimiters. It catches what breaks streams in practice (HTML error pages, plain text, a
+/// truncated event); the observers that read an event's fields parse it in full.
+pub fn looks_like_json_object(data: &[u8]) -> bool {
+    let t = data.trim_ascii();
+    t.len() >= 2 && t.starts_with(b"{") && t.ends_with(b"}")
 }
 
 /// Puts the provider's key into the upstream request in the given style.

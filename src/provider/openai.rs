@@ -70,15 +70,15 @@ impl Dialect for OpenAi {
     }
 
     fn is_terminal(&self, ev: &Event) -> bool {
-        match ev.name.as_deref() {
+        match ev.name {
             Some("response.completed" | "response.incomplete" | "response.failed" | "error") => true,
             Some(_) => false,
-            None => ev.data == "[DONE]" || (ev.data.starts_with("{\"error\"") && self.event_is_valid(ev)),
+            None => ev.data == b"[DONE]" || ev.data.starts_with(b"{\"error\""),
         }
     }
 
     fn event_is_valid(&self, ev: &Event) -> bool {
-        ev.data == "[DONE]" || serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_ok()
+        ev.data == b"[DONE]" || super::looks_like_json_object(ev.data)
     }
 }
 
