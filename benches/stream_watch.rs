@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release --example stream_watch`
 
+#![allow(clippy::print_stdout, clippy::unwrap_used, reason = "a benchmark that prints its result")]
+
 use std::time::Instant;
 
 use bytes::Bytes;
