@@ -29,6 +29,9 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     /// Policy rule outcomes. Labels: policy, rule, decision (block, would_block, clamp, default).
     pub policy_decisions: IntCounterVec,
+    /// Tokens by key, team, model, provider, direction (input, output, cached_input,
+    /// cache_write, reasoning) and whether they were estimated.
+    pub tokens: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -43,7 +46,8 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let latency = || exponential_buckets(0.001, 2.0, 16);
+        // 1 ms to about 17 minutes: LLM streams run for minutes.
+        let latency = || exponential_buckets(0.001, 2.0, 21);
         let requests = must(IntCounterVec::new(
             Opts::new(
                 "warden_requests_total",
@@ -98,6 +102,13 @@ impl Metrics {
             Opts::new("warden_policy_decisions_total", "Policy rule outcomes: block, would_block, clamp, default."),
             &["policy", "rule", "decision"],
         ));
+        let tokens = must(IntCounterVec::new(
+            Opts::new(
+                "warden_tokens_total",
+                "Tokens used, each counted once, by direction; estimated when not reported.",
+            ),
+            &["key", "team", "model", "provider", "direction", "estimated"],
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -110,6 +121,7 @@ impl Metrics {
             Box::new(policy_reloads.clone()),
             Box::new(policy_info.clone()),
             Box::new(policy_decisions.clone()),
+            Box::new(tokens.clone()),
         ] {
             must(registry.register(c));
         }
@@ -126,6 +138,7 @@ impl Metrics {
             policy_reloads,
             policy_info,
             policy_decisions,
+            tokens,
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 
 use crate::config::{Provider, Snapshot, VirtualKey};
+use crate::provider::usage::Usage;
 use crate::provider::{ApiFamily, Endpoint};
 
 /// Where a connection came from; set by the server per connection.
@@ -43,6 +44,18 @@ pub struct RequestCtx {
     pub policies: Option<String>,
     /// Monitor-mode violations (`policy:rule`, comma-separated), for `x-warden-would-block`.
     pub would_block: Option<String>,
+    /// The model as the client named it, and as the upstream received it.
+    pub model_requested: Option<String>,
+    pub model_forwarded: Option<String>,
+    /// The metric label for the model: the forwarded name when the config knows it, else
+    /// the route pattern (clients cannot mint label values).
+    pub model_label: Option<String>,
+    /// Size of the request body, for estimating input tokens.
+    pub request_bytes: usize,
+    /// warden asked the upstream for stream usage the client did not ask for.
+    pub strip_usage: bool,
+    /// Tokens used, once known (reported by the upstream or estimated).
+    pub usage: Option<Usage>,
 }
 
 impl RequestCtx {
@@ -65,6 +78,12 @@ impl RequestCtx {
             error_detail: None,
             policies: None,
             would_block: None,
+            model_requested: None,
+            model_forwarded: None,
+            model_label: None,
+            request_bytes: 0,
+            strip_usage: false,
+            usage: None,
         }
     }
 

@@ -82,6 +82,18 @@ impl Drop for Finish {
                 m.ttfb.with_label_values(&[endpoint, provider]).observe(t.as_secs_f64());
             }
         }
+        let usage = cx.usage.unwrap_or_default();
+        if cx.usage.is_some() {
+            let model = cx.model_label.as_deref().unwrap_or("none");
+            let estimated = if usage.estimated { "true" } else { "false" };
+            for (direction, n) in usage.directions() {
+                if n > 0 {
+                    m.tokens
+                        .with_label_values(&[cx.key_name(), cx.team(), model, provider, direction, estimated])
+                        .inc_by(n);
+                }
+            }
+        }
         let outcome = if self.status.is_none() { Outcome::ClientClosed } else { self.outcome };
         // A stream that failed after its 200 went out is still an error.
         let error = match (cx.error_kind, outcome) {
@@ -103,6 +115,14 @@ impl Drop for Finish {
             outcome = outcome.label(),
             provider,
             route = cx.route_label.as_deref().unwrap_or("-"),
+            model = cx.model_requested.as_deref().unwrap_or("-"),
+            upstream_model = cx.model_forwarded.as_deref().unwrap_or("-"),
+            input_tokens = usage.input,
+            output_tokens = usage.output,
+            cached_input_tokens = usage.cached_input,
+            cache_write_tokens = usage.cache_write,
+            reasoning_tokens = usage.reasoning,
+            tokens_estimated = usage.estimated,
             key = cx.key_name(),
             client_key = cx.passthrough.as_deref().unwrap_or("-"),
             team = cx.team(),

@@ -116,6 +116,7 @@ where
 
     let (parts, body) = req.into_parts();
     let body = read_body(&snap, &parts.headers, body).await?;
+    cx.request_bytes = body.len();
     let view = parse::view(endpoint, &parts.method, &body)?;
     cx.stream = view.stream;
     let batch_model = if endpoint.batch_item().is_some() { batch_model(&view.fields) } else { None };
@@ -129,6 +130,13 @@ where
     }
     cx.provider = Some(routed.provider.clone());
     cx.route_label = Some(routed.label.clone());
+    if let Some(m) = model {
+        let forwarded = routed.rewrite_model.as_deref().unwrap_or(m);
+        let known = snap.models.iter().any(|info| info.id == forwarded);
+        cx.model_label = Some(if known { forwarded.to_string() } else { routed.label.clone() });
+        cx.model_requested = Some(m.to_string());
+        cx.model_forwarded = Some(forwarded.to_string());
+    }
     // A batch is routed by its first nested model, but its own body names none: only the
     // nested requests are renamed.
     let rewrite_model = if batch_model.is_some() { None } else { routed.rewrite_model.as_deref() };
@@ -167,6 +175,8 @@ where
     }
     cx.key = key;
 
+    let usage_edit = parse::ask_for_stream_usage(endpoint, &view, &body);
+    cx.strip_usage = usage_edit.is_some();
     let model_span = view.model_span.clone();
     drop(view);
     let body = policy::rewrite(
@@ -174,6 +184,7 @@ where
         rewrite_model.map(|m| (m, model_span)),
         &evaluated.decision.set_tokens,
         &evaluated.model_edits,
+        usage_edit,
     );
     let provider = &routed.provider;
     let out = upstream::Outgoing {
@@ -191,8 +202,15 @@ where
         between_chunks: provider.timeouts.between_chunks,
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
-    let resp =
-        if endpoint.returns_json() { respond::checked_json(resp, &timeouts, &provider.name).await? } else { resp };
+    let resp = if endpoint.returns_json() {
+        let (resp, usage) =
+            respond::checked_json(resp, &timeouts, &provider.name, cx.family.dialect(), cx.request_bytes).await?;
+        // count_tokens counts; it does not spend.
+        cx.usage = usage.filter(|_| endpoint != Endpoint::CountTokens);
+        resp
+    } else {
+        resp
+    };
     Ok((resp, Some(timeouts)))
 }
 

@@ -59,6 +59,9 @@ pub struct Fields<'a> {
     /// Anthropic remote MCP servers: tools the model may call through the provider.
     #[serde(borrow)]
     pub mcp_servers: Option<&'a RawValue>,
+    /// OpenAI `stream_options` (`include_usage`).
+    #[serde(borrow)]
+    pub stream_options: Option<&'a RawValue>,
     /// Anthropic message batches: the nested requests.
     #[serde(borrow)]
     pub requests: Option<&'a RawValue>,
@@ -189,6 +192,34 @@ pub fn string_field<'a>(raw: &'a RawValue, name: &str) -> Result<Cow<'a, str>, P
         )),
         _ => ProxyError::BadRequest(format!("`{name}` must be a string, got {}", kind_of(raw))),
     })
+}
+
+/// For OpenAI chat and completions streams: the edit that asks the upstream for the usage
+/// chunk when the client did not, so that tokens can be metered exactly. `None` when the
+/// client asked for it itself (it then sees the chunk as it asked).
+pub fn ask_for_stream_usage(endpoint: Endpoint, view: &RequestView, body: &[u8]) -> Option<Edit> {
+    #[derive(Deserialize)]
+    struct Options<'a> {
+        #[serde(borrow)]
+        include_usage: Option<&'a RawValue>,
+    }
+    if !view.stream || !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        return None;
+    }
+    let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
+    let options = view.fields.stream_options.filter(|o| o.get() != "null");
+    let Some(raw) = options else {
+        let span = view.fields.stream_options.map(|o| span(body, o));
+        return Some(Edit { span, object: top, field: "stream_options", value: r#"{"include_usage":true}"#.into() });
+    };
+    let at = span(body, raw);
+    match serde_json::from_str::<Options>(raw.get()).ok()?.include_usage {
+        Some(v) if v.get() == "true" => None,
+        Some(v) => {
+            Some(Edit { span: Some(span(body, v)), object: at.start, field: "include_usage", value: "true".into() })
+        }
+        None => Some(Edit { span: None, object: at.start, field: "include_usage", value: "true".into() }),
+    }
 }
 
 /// The byte range of a raw value inside the body it was parsed from.

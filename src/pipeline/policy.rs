@@ -56,8 +56,9 @@ pub fn rewrite(
     model: Option<(&str, Option<Range<usize>>)>,
     tokens: &[SetTokens],
     nested_models: &[(Range<usize>, String)],
+    extra: Option<Edit>,
 ) -> Bytes {
-    if model.is_none() && tokens.is_empty() && nested_models.is_empty() {
+    if model.is_none() && tokens.is_empty() && nested_models.is_empty() && extra.is_none() {
         return body;
     }
     let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
@@ -76,5 +77,6 @@ pub fn rewrite(
             value: serde_json::Value::from(name.as_str()).to_string(),
         });
     }
+    edits.extend(extra);
     splice(&body, edits)
 }

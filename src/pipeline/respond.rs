@@ -19,6 +19,7 @@ use super::stream::SseWatch;
 use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
 use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, WOULD_BLOCK};
+use crate::provider::usage::Usage;
 
 /// Timeouts that apply while the body streams.
 pub struct BodyTimeouts {
@@ -58,7 +59,7 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
         ),
         None => (None, None),
     };
-    let sse = is_event_stream(&parts).then(|| Box::new(SseWatch::new(fin.cx.family.dialect())));
+    let sse = is_event_stream(&parts).then(|| Box::new(SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage)));
     let body = Observed { inner: body, idle, deadline, fin, sse, held: None, ended: false, flushed: false };
     Response::from_parts(parts, body.boxed_unsync())
 }
@@ -82,14 +83,17 @@ pub const MAX_JSON_RESPONSE_BYTES: usize = 256 << 20;
 /// Reads a successful non-streamed response of a JSON endpoint whole, within the stream
 /// timeouts, and refuses it (502 in the caller's format) unless it is valid JSON: a
 /// truncated or garbled answer must not reach the app as if it were one.
+/// Also reads the usage the body reports (or estimates it from `request_bytes` and the text).
 pub async fn checked_json(
     resp: Response<Body>,
     t: &BodyTimeouts,
     provider: &str,
-) -> Result<Response<Body>, crate::error::ProxyError> {
+    dialect: &'static dyn crate::provider::Dialect,
+    request_bytes: usize,
+) -> Result<(Response<Body>, Option<Usage>), crate::error::ProxyError> {
     use crate::error::{ProxyError, UpstreamFailure};
     if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
-        return Ok(resp);
+        return Ok((resp, None));
     }
     let invalid = |detail: String| ProxyError::Upstream {
         provider: provider.to_string(),
@@ -139,7 +143,15 @@ pub async fn checked_json(
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&buf) {
         return Err(invalid(format!("the body is not valid JSON: {e}")));
     }
-    Ok(Response::from_parts(parts, crate::http::body::full(buf)))
+    let usage = match crate::provider::usage::find(&buf) {
+        Some(raw) => {
+            let mut u = Usage::default();
+            raw.fold(dialect.family(), &mut u);
+            u
+        }
+        None => Usage::estimate(request_bytes, crate::provider::string_values_len(&buf, dialect.text_keys())),
+    };
+    Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage)))
 }
 
 /// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
@@ -334,6 +346,15 @@ impl Observed {
                 self.held = Some(Err(BodyError::new(StreamTimeout(phase))));
                 self.flushed = false;
             }
+        }
+    }
+}
+
+impl Drop for Observed {
+    /// Hands what the stream reported to the always-run tail before it runs.
+    fn drop(&mut self) {
+        if let Some(w) = &self.sse {
+            self.fin.cx.usage = Some(w.usage(self.fin.cx.request_bytes));
         }
     }
 }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::ErrorClass;
 use crate::http::sse::{Event, SseError, SseParser};
+use crate::provider::usage::Usage;
 use crate::provider::Dialect;
 
 /// The largest single event warden forwards (a whole tool-call argument can be large).
@@ -28,11 +29,27 @@ pub struct SseWatch {
     partial: BytesMut,
     /// The API's final event (or the upstream's own error event) went out.
     pub terminal: bool,
+    /// Usage as reported so far (Anthropic reports it in two events).
+    pub usage: Usage,
+    pub usage_seen: bool,
+    /// Bytes of generated text seen, for an estimate when no usage is reported.
+    pub text_bytes: usize,
+    /// Remove OpenAI's usage-only chunk: warden asked for it, the client did not.
+    strip_usage: bool,
 }
 
 impl SseWatch {
-    pub fn new(dialect: &'static dyn Dialect) -> SseWatch {
-        SseWatch { parser: SseParser::new(MAX_EVENT_BYTES), dialect, partial: BytesMut::new(), terminal: false }
+    pub fn new(dialect: &'static dyn Dialect, strip_usage: bool) -> SseWatch {
+        SseWatch {
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            dialect,
+            partial: BytesMut::new(),
+            terminal: false,
+            usage: Usage::default(),
+            usage_seen: false,
+            text_bytes: 0,
+            strip_usage,
+        }
     }
 
     /// Takes the next upstream frame.
@@ -42,9 +59,15 @@ impl SseWatch {
             return Accepted { forward: frame, failure: None };
         }
         let dialect = self.dialect;
+        let family = dialect.family();
+        // Held bytes lead the forwarded block; the removed range is counted from them.
+        let held = self.partial.len();
         let mut failure = None;
         let mut last_good: Option<usize> = None;
         let mut terminal_at = None;
+        let mut cut: Option<(usize, usize)> = None;
+        let (usage, usage_seen, text_bytes, strip) =
+            (&mut self.usage, &mut self.usage_seen, &mut self.text_bytes, self.strip_usage);
         let parsed = self.parser.feed(&frame, |ev: Event<'_>, end| {
             if failure.is_some() || terminal_at.is_some() {
                 return;
@@ -53,7 +76,18 @@ impl SseWatch {
                 failure = Some("sent an event that is not the JSON its API sends");
                 return;
             }
+            let start = last_good.unwrap_or(0);
             last_good = Some(end);
+            if dialect.event_has_usage(&ev) {
+                if let Some(raw) = crate::provider::usage::find(ev.data) {
+                    raw.fold(family, usage);
+                    *usage_seen = true;
+                }
+                if strip && dialect.is_usage_only(&ev) {
+                    cut = Some((start, end));
+                }
+            }
+            *text_bytes += crate::provider::string_values_len(ev.data, dialect.text_keys());
             if dialect.is_terminal(&ev) {
                 terminal_at = Some(end);
             }
@@ -96,7 +130,22 @@ impl SseWatch {
         if failure.is_some() {
             self.partial.clear();
         }
+        let forward = match cut {
+            // An event that starts the frame began in the held bytes: those go with it.
+            Some((0, end)) => remove_range(&forward, 0, held + end),
+            Some((start, end)) => remove_range(&forward, held + start, held + end),
+            None => forward,
+        };
         Accepted { forward, failure }
+    }
+
+    /// What reaches the metric when the stream ends: the reported usage, or an estimate.
+    pub fn usage(&self, request_bytes: usize) -> Usage {
+        if self.usage_seen {
+            self.usage
+        } else {
+            Usage::estimate(request_bytes, self.text_bytes)
+        }
     }
 
     fn broken(&mut self, why: &'static str) -> Accepted {
@@ -113,6 +162,15 @@ impl SseWatch {
     pub fn error_event(&self, class: ErrorClass, provider: &str, why: &str) -> Bytes {
         self.dialect.stream_error(class, &format!("upstream provider `{provider}` {why}; the response is incomplete"))
     }
+}
+
+/// `forward` without the bytes `from..to` (once per stream: a copy is fine).
+fn remove_range(forward: &Bytes, from: usize, to: usize) -> Bytes {
+    let (from, to) = (from.min(forward.len()), to.min(forward.len()));
+    let mut out = BytesMut::with_capacity(forward.len());
+    out.extend_from_slice(&forward[..from]);
+    out.extend_from_slice(&forward[to..]);
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -134,20 +192,45 @@ mod tests {
 
     #[test]
     fn forwards_whole_events_only_and_stops_at_garbage() {
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect());
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
         let (out, failure) = feed(&mut w, &["data: {\"a\":1}\n\ndata: {\"b\"", ":2}\n\n", "data: [DONE]\n\n"]);
         assert_eq!(out, "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
         assert!(failure.is_none() && w.terminal);
 
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect());
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
         let (out, failure) = feed(&mut w, &["data: {\"a\":1}\n\ndata: not json\n\ndata: {\"c\":3}\n\n"]);
         assert_eq!(out, "data: {\"a\":1}\n\n");
         assert_eq!(failure, Some("sent an event that is not the JSON its API sends"));
     }
 
     #[test]
+    fn reads_usage_and_removes_the_usage_chunk_warden_asked_for() {
+        let usage_chunk = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3}}\n\n";
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), true);
+        let (out, _) = feed(
+            &mut w,
+            &["data: {\"choices\":[{\"delta\":{\"content\":\"hey\"}}]}\n\n", usage_chunk, "data: [DONE]\n\n"],
+        );
+        assert_eq!(out, "data: {\"choices\":[{\"delta\":{\"content\":\"hey\"}}]}\n\ndata: [DONE]\n\n");
+        assert_eq!((w.usage.input, w.usage.output), (9, 3));
+        // Split across frames, and with the client's own include_usage: kept.
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), true);
+        let (out, _) = feed(
+            &mut w,
+            &["data: {\"a\":1}\n\ndata: {\"choices\":[],", "\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n"],
+        );
+        assert_eq!(out, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
+        let (out, _) = feed(&mut w, &[usage_chunk]);
+        assert_eq!(out, usage_chunk);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
+        feed(&mut w, &["data: {\"choices\":[{\"delta\":{\"content\":\"12345678\"}}]}\n\n"]);
+        assert_eq!(w.usage(40), Usage { input: 10, output: 2, estimated: true, ..Usage::default() });
+    }
+
+    #[test]
     fn anthropic_streams_end_at_message_stop_or_error() {
-        let mut w = SseWatch::new(ApiFamily::Anthropic.dialect());
+        let mut w = SseWatch::new(ApiFamily::Anthropic.dialect(), false);
         feed(&mut w, &["event: ping\ndata: {\"type\":\"ping\"}\n\n"]);
         assert!(!w.terminal);
         feed(&mut w, &["event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"]);

@@ -6,6 +6,10 @@ use http::{HeaderMap, HeaderValue};
 
 use super::{json_str, ApiFamily, AuthStyle, Dialect, ModelInfo};
 use crate::error::ErrorClass;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 use crate::http::sse::Event;
 
 pub struct Anthropic;
@@ -78,6 +82,16 @@ impl Dialect for Anthropic {
         out.extend_from_slice(&body);
         out.extend_from_slice(b"\n\n");
         out.into()
+    }
+
+    fn event_has_usage(&self, ev: &Event) -> bool {
+        matches!(ev.name, Some("message_start" | "message_delta"))
+    }
+
+    fn text_keys(&self) -> &'static [Finder<'static>] {
+        static KEYS: LazyLock<Vec<Finder<'static>>> =
+            LazyLock::new(|| super::finders(&[b"\"text\":\"", b"\"partial_json\":\"", b"\"thinking\":\""]));
+        &KEYS
     }
 
     fn is_terminal(&self, ev: &Event) -> bool {

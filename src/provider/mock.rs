@@ -5,7 +5,8 @@
 //!
 //! Directives come in the `x-mock` request header, comma-separated:
 //! `status=429`, `retry-after=2`, `delay=200ms`, `chunk-delay=50ms`, `cut-after=3`,
-//! `garbage-after=2`, `no-end`, `tokens=50`, `chunks=20`, `tool=get_weather`, `bad-json`. `x-mock-reply` scripts the reply text and
+//! `garbage-after=2`, `no-end`, `tokens=50`, `chunks=20`, `tool=get_weather`, `bad-json`,
+//! `cached=N`, `reasoning=N`, `cache-write=N` (usage details). `x-mock-reply` scripts the reply text and
 //! `x-mock-tool-args` the tool call's JSON arguments.
 
 use std::pin::Pin;
@@ -90,6 +91,13 @@ struct Directives {
     no_end: bool,
     /// Answer a non-streamed request with a 200 whose body is not JSON.
     bad_json: bool,
+    /// Report this many input tokens as read from the prompt cache (part of OpenAI's
+    /// `prompt_tokens`; beside Anthropic's `input_tokens`).
+    cached: u64,
+    /// Report this many output tokens as reasoning (OpenAI; part of `completion_tokens`).
+    reasoning: u64,
+    /// Report this many input tokens as written to the prompt cache (Anthropic).
+    cache_write: u64,
     tokens: Option<usize>,
     chunks: Option<usize>,
     tool: Option<String>,
@@ -118,6 +126,9 @@ impl Directives {
                     "garbage-after" => d.garbage_after = Some(num()?),
                     "no-end" => d.no_end = true,
                     "bad-json" => d.bad_json = true,
+                    "cached" => d.cached = num()? as u64,
+                    "reasoning" => d.reasoning = num()? as u64,
+                    "cache-write" => d.cache_write = num()? as u64,
                     "tokens" => d.tokens = Some(num()?.clamp(1, 100_000)),
                     "chunks" => d.chunks = Some(num()?.clamp(1, 100_000)),
                     "tool" => d.tool = Some(val.to_string()),
@@ -247,15 +258,12 @@ impl Mock {
             return ok_json(Bytes::from_static(b"{\"id\":\"cut-short\",\"choices\":[{\"index\":0,"));
         }
         let shape = Shape { model, id, reply, d: d.clone() };
+        let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
         match (endpoint, stream) {
             (Some(Endpoint::ChatCompletions), false) => ok_json(shape.chat()),
-            (Some(Endpoint::ChatCompletions), true) => {
-                let include_usage =
-                    req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-                self.sse(shape.chat_events(include_usage), &d)
-            }
+            (Some(Endpoint::ChatCompletions), true) => self.sse(shape.chat_events(include_usage), &d),
             (Some(Endpoint::Completions), false) => ok_json(shape.completion()),
-            (Some(Endpoint::Completions), true) => self.sse(shape.completion_events(), &d),
+            (Some(Endpoint::Completions), true) => self.sse(shape.completion_events(include_usage), &d),
             (Some(Endpoint::Embeddings), _) => ok_json(shape.embeddings(&req)),
             (Some(Endpoint::Responses), false) => ok_json(shape.response_value("completed").to_string().into()),
             (Some(Endpoint::Responses), true) => self.sse(shape.response_events(), &d),
@@ -348,10 +356,10 @@ impl Shape {
     fn usage_openai(&self) -> Value {
         let r = &self.reply;
         json!({
-            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "total_tokens": r.prompt_tokens + r.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0}
+            "prompt_tokens": r.prompt_tokens + self.d.cached, "completion_tokens": r.completion_tokens + self.d.reasoning,
+            "total_tokens": r.prompt_tokens + self.d.cached + r.completion_tokens + self.d.reasoning,
+            "prompt_tokens_details": {"cached_tokens": self.d.cached},
+            "completion_tokens_details": {"reasoning_tokens": self.d.reasoning}
         })
     }
 
@@ -436,14 +444,13 @@ impl Shape {
                 "id": format!("cmpl-mock{:08}", self.id), "object": "text_completion",
                 "created": CREATED, "model": self.model,
                 "choices": [{"text": self.reply.text(), "index": 0, "logprobs": null, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": self.reply.prompt_tokens, "completion_tokens": self.reply.completion_tokens,
-                          "total_tokens": self.reply.prompt_tokens + self.reply.completion_tokens}
+                "usage": self.usage_openai()
             })
             .to_string(),
         )
     }
 
-    fn completion_events(&self) -> Vec<Bytes> {
+    fn completion_events(&self, include_usage: bool) -> Vec<Bytes> {
         let id = format!("cmpl-mock{:08}", self.id);
         let mut ev: Vec<Bytes> = self
             .pieces()
@@ -455,6 +462,10 @@ impl Shape {
             .collect();
         ev.push(sse_data(&json!({"id": id, "object": "text_completion", "created": CREATED, "model": self.model,
                                  "choices": [{"text": "", "index": 0, "logprobs": null, "finish_reason": "stop"}]})));
+        if include_usage {
+            ev.push(sse_data(&json!({"id": id, "object": "text_completion", "created": CREATED, "model": self.model,
+                                     "choices": [], "usage": self.usage_openai()})));
+        }
         ev.push(Bytes::from_static(b"data: [DONE]\n\n"));
         ev
     }
@@ -497,9 +508,10 @@ impl Shape {
             json!([])
         };
         let usage = if status == "completed" {
-            json!({"input_tokens": r.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-                   "output_tokens": r.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                   "total_tokens": r.prompt_tokens + r.completion_tokens})
+            json!({"input_tokens": r.prompt_tokens + self.d.cached, "input_tokens_details": {"cached_tokens": self.d.cached},
+                   "output_tokens": r.completion_tokens + self.d.reasoning,
+                   "output_tokens_details": {"reasoning_tokens": self.d.reasoning},
+                   "total_tokens": r.prompt_tokens + self.d.cached + r.completion_tokens + self.d.reasoning})
         } else {
             Value::Null
         };
@@ -574,7 +586,7 @@ impl Shape {
             "id": self.message_id(), "type": "message", "role": "assistant", "model": self.model,
             "content": content, "stop_reason": stop, "stop_sequence": null,
             "usage": {"input_tokens": r.prompt_tokens, "output_tokens": r.completion_tokens,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+                      "cache_creation_input_tokens": self.d.cache_write, "cache_read_input_tokens": self.d.cached}
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod mock;
 pub mod openai;
+pub mod usage;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -297,10 +298,47 @@ pub trait Dialect: Sync {
     /// Whether an event ends the stream: the API's final event, or the upstream's own error.
     fn is_terminal(&self, ev: &Event) -> bool;
 
+    /// Whether an event may carry usage: only those are parsed in full.
+    fn event_has_usage(&self, ev: &Event) -> bool;
+
+    /// Searchers for the keys whose string values are generated text, for estimating
+    /// output tokens when an upstream reports no usage (built once: a search per event).
+    fn text_keys(&self) -> &'static [memchr::memmem::Finder<'static>];
+
+    /// Whether an event is OpenAI's usage-only chunk (`choices: []`), which warden asked for
+    /// on the client's behalf and removes again.
+    fn is_usage_only(&self, _ev: &Event) -> bool {
+        false
+    }
+
     /// Whether an event's data is what this API sends (checked before it is forwarded).
     fn event_is_valid(&self, ev: &Event) -> bool {
         looks_like_json_object(ev.data)
     }
+}
+
+/// The total length of the string values of `keys` in a JSON text, found by scanning (no
+/// parse): enough to estimate how much text a stream carried.
+pub fn string_values_len(data: &[u8], keys: &[memchr::memmem::Finder<'static>]) -> usize {
+    let mut total = 0;
+    for key in keys {
+        let mut at = 0;
+        while let Some(i) = key.find(&data[at..]) {
+            let start = at + i + key.needle().len();
+            let mut j = start;
+            while j < data.len() && data[j] != b'"' {
+                j += if data[j] == b'\\' { 2 } else { 1 };
+            }
+            total += j.min(data.len()) - start;
+            at = j.min(data.len());
+        }
+    }
+    total
+}
+
+/// Searchers built once, for [`Dialect::text_keys`].
+pub(crate) fn finders(keys: &'static [&'static [u8]]) -> Vec<memchr::memmem::Finder<'static>> {
+    keys.iter().map(|k| memchr::memmem::Finder::new(*k)).collect()
 }
 
 /// The per-event check of a stream, cheap enough for every event: one JSON object, by its

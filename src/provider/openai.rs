@@ -6,6 +6,10 @@ use http::HeaderMap;
 
 use super::{json_str, ApiFamily, AuthStyle, Dialect, ModelInfo};
 use crate::error::ErrorClass;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 use crate::http::sse::Event;
 
 pub struct OpenAi;
@@ -75,6 +79,28 @@ impl Dialect for OpenAi {
             Some(_) => false,
             None => ev.data == b"[DONE]" || ev.data.starts_with(b"{\"error\""),
         }
+    }
+
+    fn event_has_usage(&self, ev: &Event) -> bool {
+        static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
+        match ev.name {
+            Some(n) => matches!(n, "response.completed" | "response.incomplete" | "response.failed"),
+            None => USAGE.find(ev.data).is_some(),
+        }
+    }
+
+    /// Chat and completions stream `content` (or `text`), tool calls their `arguments`,
+    /// Responses its `delta`s.
+    fn text_keys(&self) -> &'static [Finder<'static>] {
+        static KEYS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| {
+            super::finders(&[b"\"content\":\"", b"\"text\":\"", b"\"arguments\":\"", b"\"delta\":\""])
+        });
+        &KEYS
+    }
+
+    fn is_usage_only(&self, ev: &Event) -> bool {
+        static EMPTY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\":[]"));
+        ev.name.is_none() && EMPTY.find(ev.data).is_some()
     }
 
     fn event_is_valid(&self, ev: &Event) -> bool {
