@@ -49,8 +49,6 @@ pub enum ProxyError {
     Upstream { provider: String, failure: UpstreamFailure, detail: String },
     #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
     PolicyViolation(Box<crate::policy::limits::Violation>),
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// How an upstream call failed before its response head, and so whether the provider may
@@ -193,7 +191,6 @@ impl ProxyError {
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::PolicyViolation(v) if v.forbidden => StatusCode::FORBIDDEN,
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -216,7 +213,6 @@ impl ProxyError {
             ProxyError::Upstream { .. } => ErrorClass::Upstream,
             ProxyError::PolicyViolation(v) if v.forbidden => ErrorClass::Permission,
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
-            ProxyError::Internal(_) => ErrorClass::Internal,
         }
     }
 
@@ -239,7 +235,6 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::Upstream { failure, .. } => failure.kind(),
             ProxyError::PolicyViolation(_) => "policy_violation",
-            ProxyError::Internal(_) => "internal",
         }
     }
 
@@ -260,8 +255,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::Upstream { .. }
-            | ProxyError::Internal(_) => None,
+            | ProxyError::Upstream { .. } => None,
         }
     }
 
@@ -283,8 +277,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::Upstream { .. }
-            | ProxyError::Internal(_) => None,
+            | ProxyError::Upstream { .. } => None,
         }
     }
 
@@ -307,8 +300,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
-            | ProxyError::PolicyViolation(_)
-            | ProxyError::Internal(_) => None,
+            | ProxyError::PolicyViolation(_) => None,
         }
     }
 

@@ -143,11 +143,15 @@ async fn absolute_form_and_dot_segment_targets_are_rejected() {
 
 #[tokio::test]
 async fn oversized_headers_are_refused() {
-    let (_mock, proxy) = setup().await;
+    let (mock, proxy) = setup().await;
     let req =
-        format!("GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n", "a".repeat(100 * 1024));
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-warden-demo\r\nx-big: {}\r\ncontent-length: 32\r\nconnection: close\r\n\r\n{{\"model\":\"gpt-4o\",\"messages\":[]}}", "a".repeat(100 * 1024));
     let resp = raw(&proxy, &req).await;
-    assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // warden answers 431 and closes; the kernel may reset the connection before the client
+    // reads that answer (the rest of the oversized request is still unread), so an empty
+    // read is possible. What must hold either way: nothing reached the upstream.
+    assert!(resp.starts_with("HTTP/1.1 431") || resp.is_empty(), "{resp}");
+    assert_eq!(mock.stats.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
     // The server is still healthy afterwards.
     assert_eq!(get(&proxy.url("/v1/models"), &[BEARER]).await.status, 200);
 }

@@ -547,7 +547,11 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {
             (true, Some(authority)) => {
                 let port = authority.port_u16().unwrap_or(80);
-                let pool = H1Pool::new(&format!("{}:{port}", authority.host()), timeouts.connect)?;
+                let Some(pool) = H1Pool::new(&format!("{}:{port}", authority.host()), timeouts.connect) else {
+                    let at = p.base_url.as_ref().map_or(&p.name, |v| v);
+                    cx.err(at, format!("provider `{}`: its host cannot be used in a Host header", p.name.value));
+                    return None;
+                };
                 Transport::H1 { base, pool: Arc::new(pool) }
             }
             _ => Transport::Http { base, client: Box::new(build_client(timeouts.connect, p.http2)) },
