@@ -1,6 +1,7 @@
 //! Bytes and headers: body limits and adapters, header hygiene. No policy knowledge.
 
 pub mod body;
+pub mod client;
 pub mod form;
 pub mod h1pool;
 pub mod headers;

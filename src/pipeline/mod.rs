@@ -117,7 +117,7 @@ where
     let (parts, body) = req.into_parts();
     let body = read_body(&snap, &parts.headers, body).await?;
     cx.request_bytes = body.len();
-    let view = parse::view(endpoint, &parts.method, &body)?;
+    let view = crate::provider::request::view(endpoint, &parts.method, &body)?;
     cx.stream = view.stream;
     let batch_model = if endpoint.batch_item().is_some() { batch_model(&view.fields) } else { None };
     // Uploads on pass-through paths (audio, images) name their model in a form field.

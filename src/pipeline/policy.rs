@@ -15,7 +15,8 @@ use crate::policy::limits::{Decision, SetTokens};
 use crate::state::AppState;
 
 use super::ctx::RequestCtx;
-use super::parse::{splice, Edit, Fields};
+use super::parse::{splice, Edit};
+use crate::provider::request::Fields;
 
 pub fn evaluate<'s>(
     snap: &'s Snapshot,

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::compile::Facts;
 use super::limits::{decide, Decision};
 use crate::config::Snapshot;
-use crate::pipeline::parse::{span, view, Fields};
+use crate::provider::request::{span, view, Fields};
 
 /// The decision plus the model renames that nested batch requests need (aliases).
 pub struct Evaluated<'s> {

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::compile::{Facts, Limits, Policy, Range as Bounds, Rule};
 use super::tools::{tool_names, tool_rounds};
 use super::{Mode, OnExceed};
-use crate::pipeline::parse::Fields;
+use crate::provider::request::Fields;
 use crate::provider::Endpoint;
 
 /// One rule's objection to a request.
@@ -169,7 +169,7 @@ impl<'a> Request<'a> {
         for name in endpoint.max_tokens_fields() {
             if let Some(raw) = f.get(name) {
                 if let Some(value) = number(Some(raw), name)? {
-                    tokens.push((*name, value, crate::pipeline::parse::span(body, raw)));
+                    tokens.push((*name, value, crate::provider::request::span(body, raw)));
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::pipeline::parse::Fields;
+use crate::provider::request::Fields;
 use crate::provider::Endpoint;
 
 #[derive(Deserialize)]

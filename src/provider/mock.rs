@@ -746,21 +746,6 @@ impl Drop for MockStream {
     }
 }
 
-/// Convenience for tests: the mock on `127.0.0.1:0`, recording credentials and bodies. The
-/// server stops when the returned sender is dropped or sends `true`.
-pub async fn spawn_local() -> std::io::Result<(std::net::SocketAddr, Arc<MockStats>, tokio::sync::watch::Sender<bool>)>
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let mock = Mock { record: true, ..Mock::default() };
-    let stats = mock.stats.clone();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let limits = crate::server::ConnLimits::standalone();
-    #[expect(clippy::disallowed_methods, reason = "the test mock server runs until its sender says stop")]
-    tokio::spawn(crate::server::serve_mock(listener, mock, limits, rx));
-    Ok((addr, stats, tx))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,6 +179,21 @@ pub async fn serve_mock(listener: TcpListener, mock: Mock, limits: ConnLimits, s
     conns.drain(Duration::from_secs(5)).await;
 }
 
+/// Convenience for tests: the mock on `127.0.0.1:0`, recording credentials and bodies. The
+/// server stops when the returned sender is dropped or sends `true`.
+pub async fn spawn_local_mock(
+) -> std::io::Result<(std::net::SocketAddr, Arc<crate::provider::mock::MockStats>, tokio::sync::watch::Sender<bool>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mock = Mock { record: true, ..Mock::default() };
+    let stats = mock.stats.clone();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let limits = ConnLimits::standalone();
+    #[expect(clippy::disallowed_methods, reason = "the test mock server runs until its sender says stop")]
+    tokio::spawn(serve_mock(listener, mock, limits, rx));
+    Ok((addr, stats, tx))
+}
+
 fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()

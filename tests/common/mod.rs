@@ -34,7 +34,7 @@ pub struct TestMock {
 
 impl TestMock {
     pub async fn start() -> TestMock {
-        let (addr, stats, stop) = warden::provider::mock::spawn_local().await.unwrap();
+        let (addr, stats, stop) = warden::server::spawn_local_mock().await.unwrap();
         TestMock { addr, stats, _stop: stop }
     }
 
