@@ -60,6 +60,20 @@ pub struct Fields<'a> {
     /// Anthropic remote MCP servers: tools the model may call through the provider.
     #[serde(borrow)]
     pub mcp_servers: Option<&'a RawValue>,
+    /// Anthropic's system prompt.
+    #[serde(borrow)]
+    pub system: Option<&'a RawValue>,
+    /// Responses' system prompt.
+    #[serde(borrow)]
+    pub instructions: Option<&'a RawValue>,
+    /// Completions' prompt.
+    #[serde(borrow)]
+    pub prompt: Option<&'a RawValue>,
+    /// Structured-output request (OpenAI chat `response_format`, Responses `text.format`).
+    #[serde(borrow)]
+    pub response_format: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub text: Option<&'a RawValue>,
     /// OpenAI `stream_options` (`include_usage`).
     #[serde(borrow)]
     pub stream_options: Option<&'a RawValue>,
@@ -107,6 +121,152 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
     }
     let fields = read_json(body, first)?;
     read_view(endpoint, body, fields)
+}
+
+/// Who wrote a text part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// System and developer prompts, Responses `instructions`.
+    System,
+    User,
+    /// Earlier assistant turns in the history.
+    Assistant,
+    /// Tool and function results: OpenAI `tool` messages, Anthropic `tool_result` blocks,
+    /// Responses `*_call_output` items.
+    Tool,
+}
+
+/// One text part of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPart<'a> {
+    pub role: Role,
+    pub text: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    /// Responses `*_call_output` items.
+    #[serde(borrow)]
+    output: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    /// Anthropic `tool_result` blocks nest their content.
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+/// Text of a `content` value: a string, or an array of parts whose text parts count
+/// (images, audio and files are skipped, never decoded). A `tool_result` block's content is
+/// the tool's, whatever message carries it.
+fn content_texts<'a>(raw: &'a RawValue, role: Role, out: &mut Vec<TextPart<'a>>) -> Result<(), String> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => {
+            let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            out.push(TextPart { role, text });
+        }
+        Some(b'[') => {
+            let parts: Vec<Part> =
+                serde_json::from_str(raw.get()).map_err(|_| "content parts must be objects".to_string())?;
+            for p in parts {
+                match p.kind.as_deref() {
+                    Some(k) if k.ends_with("tool_result") => {
+                        if let Some(c) = p.content {
+                            content_texts(c, Role::Tool, out)?;
+                        }
+                    }
+                    Some("text" | "input_text" | "output_text") | None => {
+                        out.extend(p.text.map(|text| TextPart { role, text }))
+                    }
+                    Some("refusal") => out.extend(p.refusal.map(|text| TextPart { role, text })),
+                    Some(_) => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn role_of(name: Option<&str>) -> Role {
+    match name {
+        Some("system" | "developer") => Role::System,
+        Some("assistant") => Role::Assistant,
+        Some("tool" | "function") => Role::Tool,
+        _ => Role::User,
+    }
+}
+
+impl<'a> RequestView<'a> {
+    /// Every text part of the request, by role, in order: system prompts, every message of
+    /// the history, the text parts of multimodal content, tool results, prompts and
+    /// embedding inputs. `Err` names a part that does not have the API's shape.
+    pub fn texts(&self, endpoint: Endpoint) -> Result<Vec<TextPart<'a>>, String> {
+        let f = &self.fields;
+        let mut out = Vec::new();
+        for sys in [f.system, f.instructions].into_iter().flatten() {
+            content_texts(sys, Role::System, &mut out)?;
+        }
+        let items = match endpoint {
+            Endpoint::Responses | Endpoint::Embeddings => f.input,
+            Endpoint::Completions => f.prompt,
+            _ => f.messages,
+        };
+        let Some(items) = items else { return Ok(out) };
+        match items.get().as_bytes().first() {
+            Some(b'"') => content_texts(items, Role::User, &mut out)?,
+            Some(b'[') => {
+                let values: Vec<&RawValue> =
+                    serde_json::from_str(items.get()).map_err(|_| "the input must be an array".to_string())?;
+                for v in values {
+                    if v.get().starts_with('"') {
+                        content_texts(v, Role::User, &mut out)?;
+                        continue;
+                    }
+                    if !v.get().starts_with('{') {
+                        continue;
+                    }
+                    let item: Item =
+                        serde_json::from_str(v.get()).map_err(|_| "messages must be objects".to_string())?;
+                    match (item.kind.as_deref(), item.output) {
+                        (Some(k), Some(output)) if k.ends_with("_call_output") => {
+                            content_texts(output, Role::Tool, &mut out)?;
+                        }
+                        _ => {
+                            if let Some(c) = item.content {
+                                content_texts(c, role_of(item.role.as_deref()), &mut out)?;
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// The tool definitions the request declares, as raw JSON (their schemas inside).
+    pub fn tools(&self) -> Option<&'a RawValue> {
+        self.fields.tools.or(self.fields.functions)
+    }
+
+    /// The structured-output format asked for, as raw JSON.
+    pub fn response_format(&self) -> Option<&'a RawValue> {
+        self.fields.response_format.or(self.fields.text)
+    }
 }
 
 /// Parses a JSON body: one object, no key repeated at any depth.
@@ -237,6 +397,80 @@ mod tests {
         );
         assert_eq!(err(Endpoint::Other, r#"{"model": "#).get(..31), Some("the request body is not valid J"));
         assert_eq!(err(Endpoint::Other, "file bytes"), "ok");
+    }
+
+    fn texts(endpoint: Endpoint, body: serde_json::Value) -> Vec<(Role, String)> {
+        let text = body.to_string();
+        let v = view(endpoint, &Method::POST, text.as_bytes()).unwrap();
+        v.texts(endpoint).unwrap().into_iter().map(|t| (t.role, t.text.into_owned())).collect()
+    }
+
+    #[test]
+    fn every_text_part_of_multimodal_messages_and_tool_results() {
+        use serde_json::json;
+        use Role::*;
+        let chat = json!({"model": "m", "messages": [
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                {"type": "text", "text": "and this"}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": [{"type": "text", "text": "tool says hi"}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}
+        ]});
+        assert_eq!(
+            texts(Endpoint::ChatCompletions, chat),
+            vec![
+                (System, "be brief".into()),
+                (User, "look".into()),
+                (User, "and this".into()),
+                (Tool, "tool says hi".into()),
+                (Assistant, "no".into())
+            ]
+        );
+        let anthropic = json!({"model": "m", "max_tokens": 5, "system": [{"type": "text", "text": "sys"}], "messages": [
+            {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}, {"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "calling"}, {"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "result text"}]},
+                                         {"type": "tool_result", "tool_use_id": "u", "content": "plain result"}]}
+        ]});
+        assert_eq!(
+            texts(Endpoint::Messages, anthropic),
+            vec![
+                (System, "sys".into()),
+                (User, "q".into()),
+                (Assistant, "calling".into()),
+                (Tool, "result text".into()),
+                (Tool, "plain result".into())
+            ]
+        );
+        let responses = json!({"model": "m", "instructions": "rules", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "hi"}, {"type": "input_image", "image_url": "data:x"}]},
+            {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "a", "output": "fetched page"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]}
+        ]});
+        assert_eq!(
+            texts(Endpoint::Responses, responses),
+            vec![
+                (System, "rules".into()),
+                (User, "hi".into()),
+                (Tool, "fetched page".into()),
+                (Assistant, "ok".into())
+            ]
+        );
+        assert_eq!(
+            texts(Endpoint::Responses, json!({"model": "m", "input": "just text"})),
+            vec![(User, "just text".into())]
+        );
+        assert_eq!(
+            texts(Endpoint::Completions, json!({"model": "m", "prompt": ["a", "b"]})),
+            vec![(User, "a".into()), (User, "b".into())]
+        );
+        assert_eq!(texts(Endpoint::Embeddings, json!({"model": "m", "input": "e"})), vec![(User, "e".into())]);
     }
 
     #[test]
