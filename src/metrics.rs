@@ -9,7 +9,8 @@ use prometheus::{
 
 pub struct Metrics {
     pub registry: Registry,
-    /// Labels: endpoint, provider, model (route label), key, team, status.
+    /// Labels: endpoint, provider, model (as asked for), upstream_model (as forwarded), key,
+    /// team, status. Model names the config does not know appear as their route pattern.
     pub requests: IntCounterVec,
     /// Whole request, until the last body byte. Labels: endpoint, provider.
     pub duration: HistogramVec,
@@ -51,9 +52,9 @@ impl Metrics {
         let requests = must(IntCounterVec::new(
             Opts::new(
                 "warden_requests_total",
-                "Requests handled, by endpoint, provider, model route, key, team and status.",
+                "Requests handled, by endpoint, provider, model asked for and forwarded, key, team and status.",
             ),
-            &["endpoint", "provider", "model", "key", "team", "status"],
+            &["endpoint", "provider", "model", "upstream_model", "key", "team", "status"],
         ));
         let duration = must(HistogramVec::new(
             HistogramOpts::new("warden_request_duration_seconds", "Time from request start to the last response byte.")

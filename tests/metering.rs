@@ -183,3 +183,17 @@ async fn a_cut_stream_is_estimated_and_labelled_so() {
     assert!(d.get("local:output:true").is_some_and(|n| *n > 0), "{d:?}");
     assert!(!d.keys().any(|k| k.ends_with(":false")), "{d:?}");
 }
+
+#[tokio::test]
+async fn model_labels_are_names_the_config_knows_never_client_strings() {
+    let (_mock, proxy) = setup().await;
+    for model in ["fast", "gpt-made-up-by-a-client-1234"] {
+        let body = format!(r#"{{"model":"{model}","messages":[]}}"#);
+        assert_eq!(post(&proxy.url("/v1/chat/completions"), &[BEARER], &body).await.status, 200);
+    }
+    let text = get(&proxy.admin_url("/metrics"), &[]).await.text();
+    // The alias is a configured name; what it forwards to is not listed, so its route shows.
+    assert!(text.contains(r#"model="fast",provider="oai",status="200",team="demo",upstream_model="gpt-*""#), "{text}");
+    assert!(text.contains(r#"model="gpt-*",provider="oai",status="200",team="demo",upstream_model="gpt-*""#), "{text}");
+    assert!(!text.contains("made-up"), "{text}");
+}

@@ -168,9 +168,9 @@ async fn metrics_and_health_on_the_admin_listener() {
     assert!(m.headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = m.text();
     for needle in [
-        r#"warden_requests_total{endpoint="chat_completions",key="demo",model="mock-*",provider="local",status="200",team="demo"} 1"#,
-        r#"warden_requests_total{endpoint="chat_completions",key="demo",model="gpt-*",provider="oai",status="200",team="demo"} 1"#,
-        r#"warden_requests_total{endpoint="chat_completions",key="none",model="none",provider="none",status="401",team="none"} 1"#,
+        r#"warden_requests_total{endpoint="chat_completions",key="demo",model="mock-1",provider="local",status="200",team="demo",upstream_model="mock-1"} 1"#,
+        r#"warden_requests_total{endpoint="chat_completions",key="demo",model="gpt-4o",provider="oai",status="200",team="demo",upstream_model="gpt-4o"} 1"#,
+        r#"warden_requests_total{endpoint="chat_completions",key="none",model="none",provider="none",status="401",team="none",upstream_model="none"} 1"#,
         r#"warden_errors_total{kind="unauthorized"} 1"#,
         "warden_in_flight_requests 0",
         "warden_overhead_seconds_count 3",

@@ -47,8 +47,9 @@ pub struct RequestCtx {
     /// The model as the client named it, and as the upstream received it.
     pub model_requested: Option<String>,
     pub model_forwarded: Option<String>,
-    /// The metric label for the model: the forwarded name when the config knows it, else
-    /// the route pattern (clients cannot mint label values).
+    /// Metric labels for the requested and the forwarded model: the name when the config
+    /// knows it (a listed model or an alias), else the route pattern.
+    pub requested_label: Option<String>,
     pub model_label: Option<String>,
     /// Size of the request body, for estimating input tokens.
     pub request_bytes: usize,
@@ -80,6 +81,7 @@ impl RequestCtx {
             would_block: None,
             model_requested: None,
             model_forwarded: None,
+            requested_label: None,
             model_label: None,
             request_bytes: 0,
             strip_usage: false,

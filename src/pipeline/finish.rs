@@ -70,7 +70,8 @@ impl Drop for Finish {
             .with_label_values(&[
                 endpoint,
                 provider,
-                cx.route_label.as_deref().unwrap_or("none"),
+                cx.requested_label.as_deref().unwrap_or("none"),
+                cx.model_label.as_deref().unwrap_or("none"),
                 cx.key_name(),
                 cx.team(),
                 status,

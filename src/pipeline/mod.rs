@@ -132,8 +132,18 @@ where
     cx.route_label = Some(routed.label.clone());
     if let Some(m) = model {
         let forwarded = routed.rewrite_model.as_deref().unwrap_or(m);
-        let known = snap.models.iter().any(|info| info.id == forwarded);
-        cx.model_label = Some(if known { forwarded.to_string() } else { routed.label.clone() });
+        // Metric labels name models the config knows; anything else is its route pattern,
+        // so clients cannot mint label values.
+        let label = |name: &str| {
+            if snap.models.iter().any(|info| info.id == name) {
+                name.to_string()
+            } else {
+                // The pattern of the route the name itself takes (an alias's target has one).
+                snap.route(name).map_or_else(|| routed.label.clone(), |r| r.label.to_string())
+            }
+        };
+        cx.requested_label = Some(label(m));
+        cx.model_label = Some(label(forwarded));
         cx.model_requested = Some(m.to_string());
         cx.model_forwarded = Some(forwarded.to_string());
     }
