@@ -14,9 +14,7 @@ use serde_saphyr::Spanned;
 use super::diag::{hint_for, Diagnostic};
 use super::glob::Glob;
 use super::{env_reference, interpolate, Env, LogFormat, ProviderKind, RawConfig, RawTls};
-use crate::http::client::{build_client, HttpClient};
-use crate::http::h1pool::H1Pool;
-use crate::provider::mock::{Mock, MOCK_MODEL};
+use crate::provider::mock::MOCK_MODEL;
 use crate::provider::{ApiFamily, AuthStyle, ModelInfo};
 use crate::secret::Secret;
 
@@ -54,16 +52,27 @@ pub struct Timeouts {
     pub total: Duration,
 }
 
-/// How a provider is reached.
-#[derive(Clone)]
+/// How a provider is reached: pure data. The connection pools built from it are runtime
+/// state ([`crate::state::Transports`]), so that compiling a config opens nothing and a
+/// reload keeps warm connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
-    /// https (or h2c): hyper-util's pooled client, one per provider (connect timeouts are per
-    /// provider), HTTP/2 or HTTP/1.1 by ALPN.
-    Http { base: Uri, client: Box<HttpClient> },
+    /// https (or h2c by `http2: true`): a pooled client, HTTP/2 or HTTP/1.1 by ALPN.
+    Http { base: Uri, http2: bool, connect: Duration },
     /// Plain-http HTTP/1.1: connections driven by the response body (see `http::h1pool`).
-    H1 { base: Uri, pool: Arc<H1Pool> },
+    H1 { base: Uri, authority: String, connect: Duration },
     /// The in-process mock: no socket at all.
-    Mock(Mock),
+    Mock,
+}
+
+impl Transport {
+    /// The base URL the client's path is appended to; the mock has none.
+    pub fn base(&self) -> Option<&Uri> {
+        match self {
+            Transport::Http { base, .. } | Transport::H1 { base, .. } => Some(base),
+            Transport::Mock => None,
+        }
+    }
 }
 
 /// A configured upstream.
@@ -84,30 +93,14 @@ pub struct Provider {
     /// Why the provider cannot be used now (its key's variable is unset); `None` = enabled.
     pub disabled: Option<String>,
     pub transport: Transport,
-    /// What the transport was built from (base URL, protocol, connect timeout): a reload
-    /// that leaves it unchanged keeps the old transport and its warm connections.
-    transport_key: String,
+    /// What the transport is built from (base URL, protocol, connect timeout): the key of
+    /// its connection pool, which a reload that leaves it unchanged keeps.
+    pub transport_key: String,
 }
 
 impl Provider {
     pub fn speaks(&self, family: ApiFamily) -> bool {
         self.families.contains(&family)
-    }
-}
-
-impl Snapshot {
-    /// Takes over the transports (connection pools) of `previous`'s providers whose name and
-    /// transport settings are unchanged, so a reload does not drop warm upstream connections.
-    pub fn reuse_transports(&mut self, previous: &Snapshot) {
-        for p in &mut self.providers {
-            let Some(old) = previous.providers.iter().find(|o| o.name == p.name && o.transport_key == p.transport_key)
-            else {
-                continue;
-            };
-            if let Some(p) = Arc::get_mut(p) {
-                p.transport = old.transport.clone();
-            }
-        }
     }
 }
 
@@ -484,7 +477,7 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
             timeouts,
             extra_paths,
             disabled: None,
-            transport: Transport::Mock(Mock::new()),
+            transport: Transport::Mock,
             transport_key: "mock".into(),
         });
     }
@@ -547,14 +540,15 @@ fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
         transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {
             (true, Some(authority)) => {
                 let port = authority.port_u16().unwrap_or(80);
-                let Some(pool) = H1Pool::new(&format!("{}:{port}", authority.host()), timeouts.connect) else {
+                let authority = format!("{}:{port}", authority.host());
+                if http::HeaderValue::from_str(&authority).is_err() {
                     let at = p.base_url.as_ref().map_or(&p.name, |v| v);
                     cx.err(at, format!("provider `{}`: its host cannot be used in a Host header", p.name.value));
                     return None;
-                };
-                Transport::H1 { base, pool: Arc::new(pool) }
+                }
+                Transport::H1 { base, authority, connect: timeouts.connect }
             }
-            _ => Transport::Http { base, client: Box::new(build_client(timeouts.connect, p.http2)) },
+            _ => Transport::Http { base, http2: p.http2, connect: timeouts.connect },
         },
     })
 }

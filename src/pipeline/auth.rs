@@ -95,7 +95,7 @@ pub fn authorize<'a>(
             }
             let cred = match (&provider.key, &provider.transport) {
                 (Some(secret), _) => UpstreamCredential::Provider(secret),
-                (None, crate::config::Transport::Mock(_)) => UpstreamCredential::None,
+                (None, crate::config::Transport::Mock) => UpstreamCredential::None,
                 (None, crate::config::Transport::Http { .. } | crate::config::Transport::H1 { .. }) => {
                     return Err(ProxyError::Forbidden(format!(
                         "provider `{}` only accepts clients' own provider keys (passthrough)",

@@ -205,7 +205,7 @@ where
         body,
         family: cx.family,
     };
-    let (resp, waited) = upstream::send(provider, credential, out).await?;
+    let (resp, waited) = upstream::send(&app.transports, provider, credential, out).await?;
     cx.upstream_wait = waited;
     app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
     let timeouts = BodyTimeouts {

@@ -9,11 +9,12 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 
 use super::auth::UpstreamCredential;
-use crate::config::{Provider, Transport};
+use crate::config::Provider;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::http::body::{Body, BodyError};
 use crate::http::headers::sanitize_request;
 use crate::provider::{apply_credential, ApiFamily};
+use crate::state::{Transports, Upstream};
 
 /// What the upstream call needs from the client request.
 pub struct Outgoing<'a> {
@@ -29,6 +30,7 @@ pub struct Outgoing<'a> {
 /// Sends the request and returns the upstream's response (any status: upstream errors pass
 /// through unchanged) and the time spent waiting for its headers.
 pub async fn send(
+    transports: &Transports,
     provider: &Provider,
     credential: UpstreamCredential<'_>,
     out: Outgoing<'_>,
@@ -42,13 +44,18 @@ pub async fn send(
     let timeout = provider.timeouts.first_byte;
     let failed = |failure, detail: String| ProxyError::Upstream { provider: provider.name.clone(), failure, detail };
     let timed_out = || failed(UpstreamFailure::FirstByteTimeout, String::new());
-    match &provider.transport {
-        Transport::Mock(mock) => {
+    let Some(upstream) = transports.get(&provider.transport_key, &provider.transport) else {
+        return Err(failed(UpstreamFailure::Connect, "no connection pool for this transport".into()));
+    };
+    let base = || provider.transport.base().ok_or(ProxyError::BadTarget("the mock provider has no base URL"));
+    match upstream.as_ref() {
+        Upstream::Mock(mock) => {
             let fut = mock.respond(&method, path, &headers, body);
             let resp = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())?;
             Ok((resp, started.elapsed()))
         }
-        Transport::Http { base, client } => {
+        Upstream::Http(client) => {
+            let base = base()?;
             let target = upstream_uri(base, path, query, provider.base_includes_version)?;
             let req = build_request(provider, &credential, method, target, headers, body);
             let resp =
@@ -61,7 +68,8 @@ pub async fn send(
                 })?;
             Ok((resp.map(|b| b.map_err(BodyError::new).boxed_unsync()), started.elapsed()))
         }
-        Transport::H1 { base, pool } => {
+        Upstream::H1(pool) => {
+            let base = base()?;
             // A raw connection sends the target as given: origin-form, never absolute-form.
             let full = upstream_uri(base, path, query, provider.base_includes_version)?;
             let target: Uri = full

@@ -101,7 +101,7 @@ pub fn reload_now(app: &AppState, config_path: &Path) -> Reloaded {
                 tracing::warn!(target: "warden", "listener addresses changed in proxy.yaml: they take effect after a restart");
             }
             // Listener and connection settings are fixed for the life of the process.
-            snap.reuse_transports(&current);
+            app.transports.install(&snap, Some(&current));
             let keep = current.settings.clone();
             snap.settings = config::Settings { max_body_bytes: snap.settings.max_body_bytes, ..keep };
             let version = current.policies.version + 1;
