@@ -140,16 +140,15 @@ pub async fn checked_json(
         Err(detail) => return Err(invalid(detail)),
     }
     let buf = buf.take().unwrap_or_default();
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&buf) {
-        return Err(invalid(format!("the body is not valid JSON: {e}")));
-    }
-    let usage = match crate::provider::usage::find(&buf) {
-        Some(raw) => {
+    // One parse both validates the body and finds its usage.
+    let usage = match crate::provider::usage::read(&buf) {
+        Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
+        Ok(Some(raw)) => {
             let mut u = Usage::default();
             raw.fold(dialect.family(), &mut u);
             u
         }
-        None => Usage::estimate(request_bytes, crate::provider::string_values_len(&buf, dialect.text_keys())),
+        Ok(None) => Usage::estimate(request_bytes, crate::provider::string_values_len(&buf, dialect.text_keys())),
     };
     Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage)))
 }

@@ -132,7 +132,13 @@ impl WithUsage {
 
 /// The usage object of a JSON body or event, wherever the API puts it.
 pub fn find(json: &[u8]) -> Option<RawUsage> {
-    serde_json::from_slice::<WithUsage>(json).ok()?.into_usage()
+    read(json).ok().flatten()
+}
+
+/// Like [`find`], but a body that is not JSON is an error: the parse that looks for usage
+/// also validates the whole document.
+pub fn read(json: &[u8]) -> Result<Option<RawUsage>, serde_json::Error> {
+    serde_json::from_slice::<WithUsage>(json).map(WithUsage::into_usage)
 }
 
 #[cfg(test)]
