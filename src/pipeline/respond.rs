@@ -102,9 +102,10 @@ pub async fn checked_json(
     };
     let (parts, mut body) = resp.into_parts();
     let mut buf = Batch::default();
-    // Timers are armed only when the body is not already there: most bodies arrive whole.
-    let mut idle: Option<Pin<Box<Sleep>>> = None;
-    let mut total: Option<Pin<Box<Sleep>>> = None;
+    // One timer, armed only when the body is not already there (most arrive whole): the
+    // sooner of the between-chunks gap and the total deadline.
+    let deadline = tokio::time::Instant::from_std(t.deadline);
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
     let read = std::future::poll_fn(|cx| loop {
         match Pin::new(&mut body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -114,17 +115,14 @@ pub async fn checked_json(
                     }
                     buf.push(data);
                 }
-                idle = None;
+                timer = None;
             }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(format!("the body broke off: {e}"))),
             Poll::Ready(None) => return Poll::Ready(Ok(false)),
             Poll::Pending => {
-                let idle = idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(t.between_chunks)));
-                let total = total.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(t.deadline.into())));
-                if idle.as_mut().poll(cx).is_ready() || total.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Ok(true));
-                }
-                return Poll::Pending;
+                let due = deadline.min(tokio::time::Instant::now() + t.between_chunks);
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                return if timer.as_mut().poll(cx).is_ready() { Poll::Ready(Ok(true)) } else { Poll::Pending };
             }
         }
     });
