@@ -136,6 +136,9 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     drop(snapshot);
     let rt = runtime()?;
     let result = rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrives once the listeners are up must drain, not
+        // take the default action and kill the process mid-stream.
+        let stop = shutdown_signal();
         let running = match warden::server::start_from_file(path, true).await {
             Ok(r) => r,
             Err(warden::server::StartError::Config(diags)) => {
@@ -144,7 +147,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             }
             Err(e) => return Err(anyhow::Error::new(e).context("binding listeners")),
         };
-        shutdown_signal().await;
+        stop.await;
         tracing::info!(target: "warden", "shutting down: draining in-flight requests");
         running.shutdown().await;
         tracing::info!(target: "warden", "stopped");
@@ -189,6 +192,7 @@ fn mock(listen: SocketAddr) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        let stop = shutdown_signal();
         tracing::info!(target: "warden", "listening on mock={}", listener.local_addr()?);
         let (tx, rx) = watch::channel(false);
         let limits = warden::server::ConnLimits::standalone();
@@ -196,7 +200,7 @@ fn mock(listen: SocketAddr) -> anyhow::Result<()> {
         tokio::pin!(server);
         tokio::select! {
             () = &mut server => {}
-            () = shutdown_signal() => { let _ = tx.send(true); server.await; }
+            () = stop => { let _ = tx.send(true); server.await; }
         }
         Ok(())
     })
@@ -211,19 +215,22 @@ fn hash_key() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now, and resolves when either arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -114,6 +114,8 @@ pub async fn start_from_file(config_path: &Path, watch: bool) -> Result<Running,
             tracing::warn!(target: "warden", "file watching is off ({e}); reload with SIGHUP");
         }
     }
+    // Printed once SIGHUP is handled too: what tests and scripts wait for before signalling.
+    tracing::info!(target: "warden", "listening on api={} admin={}", running.api_addr, running.admin_addr);
     Ok(running)
 }
 
@@ -158,7 +160,6 @@ pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
         let _ = admin_task.await;
         admin_conns.drain(Duration::from_secs(1)).await;
     });
-    tracing::info!(target: "warden", "listening on api={api_addr} admin={admin_addr}");
     Ok(Running { api_addr, admin_addr, app, stop, done })
 }
 
