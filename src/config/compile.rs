@@ -8,219 +8,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{PathAndQuery, Scheme, Uri};
 use serde_saphyr::Spanned;
 
 use super::diag::{hint_for, Diagnostic};
 use super::glob::Glob;
-use super::{env_reference, interpolate, Env, LogFormat, ProviderKind, RawConfig, RawTls};
+use super::provider::compile_provider;
+use super::{env_reference, interpolate, Env, ProviderKind, RawConfig, RawTls};
 use crate::provider::mock::MOCK_MODEL;
-use crate::provider::{ApiFamily, AuthStyle, ModelInfo};
+use crate::provider::ModelInfo;
 use crate::secret::Secret;
 
-/// Process-level settings. Listener addresses and TLS are read once at start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub api_listen: SocketAddr,
-    pub api_tls: Option<TlsFiles>,
-    pub admin_listen: SocketAddr,
-    pub admin_tls: Option<TlsFiles>,
-    pub admin_token: Option<Secret>,
-    pub log_format: LogFormat,
-    pub max_body_bytes: usize,
-    pub max_header_bytes: usize,
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub http2_keep_alive: Duration,
-    pub drain_timeout: Duration,
-    pub policies_dir: PathBuf,
-    pub watch_files: bool,
-}
+use super::snapshot::Route;
+pub use super::snapshot::{Provider, RouteMatch, Settings, Snapshot, Timeouts, TlsFiles, Transport, VirtualKey};
 
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub first_byte: Duration,
-    pub between_chunks: Duration,
-    pub total: Duration,
-}
-
-/// How a provider is reached: pure data. The connection pools built from it are runtime
-/// state ([`crate::state::Transports`]), so that compiling a config opens nothing and a
-/// reload keeps warm connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// https (or h2c by `http2: true`): a pooled client, HTTP/2 or HTTP/1.1 by ALPN.
-    Http { base: Uri, http2: bool, connect: Duration },
-    /// Plain-http HTTP/1.1: connections driven by the response body (see `http::h1pool`).
-    H1 { base: Uri, authority: String, connect: Duration },
-    /// The in-process mock: no socket at all.
-    Mock,
-}
-
-impl Transport {
-    /// The base URL the client's path is appended to; the mock has none.
-    pub fn base(&self) -> Option<&Uri> {
-        match self {
-            Transport::Http { base, .. } | Transport::H1 { base, .. } => Some(base),
-            Transport::Mock => None,
-        }
-    }
-}
-
-/// A configured upstream.
-pub struct Provider {
-    pub name: String,
-    pub kind: ProviderKind,
-    pub families: &'static [ApiFamily],
-    pub key: Option<Secret>,
-    pub auth: AuthStyle,
-    pub passthrough: bool,
-    /// OpenAI-style base URLs end in the API version (`…/v1`, like `OPENAI_BASE_URL`), so
-    /// the client path's `/v1` is dropped; Anthropic-style ones do not (like
-    /// `ANTHROPIC_BASE_URL`), so the whole path is appended.
-    pub base_includes_version: bool,
-    pub timeouts: Timeouts,
-    /// Unnamed `/v1` paths this provider may be sent (empty: none).
-    pub extra_paths: Vec<Glob>,
-    /// Why the provider cannot be used now (its key's variable is unset); `None` = enabled.
-    pub disabled: Option<String>,
-    pub transport: Transport,
-    /// What the transport is built from (base URL, protocol, connect timeout): the key of
-    /// its connection pool, which a reload that leaves it unchanged keeps.
-    pub transport_key: String,
-}
-
-impl Provider {
-    pub fn speaks(&self, family: ApiFamily) -> bool {
-        self.families.contains(&family)
-    }
-}
-
-/// A virtual key, as the config defines it. Never holds the key itself.
-#[derive(Debug)]
-pub struct VirtualKey {
-    pub name: String,
-    pub team: String,
-    pub labels: Vec<(String, String)>,
-    /// Indexes into [`Snapshot::providers`]; `None` = every provider.
-    pub providers: Option<Vec<usize>>,
-    pub loopback_only: bool,
-}
-
-struct Route {
-    glob: Glob,
-    provider: usize,
-}
-
-/// The compiled, immutable configuration a request runs against from start to end.
-pub struct Snapshot {
-    pub settings: Settings,
-    pub providers: Vec<Arc<Provider>>,
-    routes: Vec<Route>,
-    /// Literal route patterns by name → route index, for the common exact-name case.
-    exact: HashMap<String, usize>,
-    aliases: HashMap<String, String>,
-    /// Virtual keys by the hex SHA-256 of the key.
-    keys: HashMap<String, Arc<VirtualKey>>,
-    /// (name, team) of every key in the file, usable or not.
-    declared_keys: Vec<(String, String)>,
-    /// Whether any provider forwards clients' own keys; if none does, an unknown key is
-    /// refused before its body is read.
-    pub any_passthrough: bool,
-    pub models: Vec<ModelInfo>,
-    /// The compiled policy files; empty until `policy::reload::load_snapshot` adds them.
-    pub policies: crate::policy::PolicySet,
-    /// A short hash of proxy.yaml's text and every policy file: an unchanged hash on reload
-    /// means nothing to swap.
-    pub source_hash: String,
-}
-
-/// A request's model resolved to a provider.
-pub struct RouteMatch<'a> {
-    pub provider: &'a Arc<Provider>,
-    /// The model name the upstream receives (an alias's target).
-    pub upstream_model: &'a str,
-    /// The config's name for this route (`gpt-*`, an alias, or `default`): the metric label.
-    pub label: &'a str,
-}
-
-impl Snapshot {
-    /// Every key the config declares, including those whose `${VAR}` is unset now, so a
-    /// policy naming such a key still validates.
-    pub fn key_names(&self) -> Vec<&str> {
-        self.declared_keys.iter().map(|(name, _)| name.as_str()).collect()
-    }
-
-    pub fn key_by_name(&self, name: &str) -> Option<&Arc<VirtualKey>> {
-        self.keys.values().find(|k| k.name == name)
-    }
-
-    pub fn team_names(&self) -> Vec<&str> {
-        let mut teams: Vec<&str> = self.declared_keys.iter().map(|(_, team)| team.as_str()).collect();
-        teams.sort_unstable();
-        teams.dedup();
-        teams
-    }
-
-    pub fn key_count(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn key_by_hash(&self, sha256_hex: &str) -> Option<&Arc<VirtualKey>> {
-        self.keys.get(sha256_hex)
-    }
-
-    /// Resolves a model name (or alias) to its provider. First matching route wins.
-    pub fn route<'a>(&'a self, model: &'a str) -> Option<RouteMatch<'a>> {
-        let (target, label) = match self.aliases.get_key_value(model) {
-            Some((alias, target)) => (target.as_str(), Some(alias.as_str())),
-            None => (model, None),
-        };
-        let exact = self.exact.get(target).copied().unwrap_or(usize::MAX);
-        let idx = self
-            .routes
-            .iter()
-            .take(exact)
-            .position(|r| !r.glob.is_literal() && r.glob.matches(target))
-            .or((exact != usize::MAX).then_some(exact))?;
-        let route = &self.routes[idx];
-        Some(RouteMatch {
-            provider: &self.providers[route.provider],
-            upstream_model: target,
-            label: label.unwrap_or(route.glob.as_str()),
-        })
-    }
-
-    /// The first enabled provider speaking `family`, for pass-through paths without a model.
-    pub fn default_provider(&self, family: ApiFamily) -> Option<&Arc<Provider>> {
-        self.providers.iter().find(|p| p.speaks(family) && p.disabled.is_none())
-    }
-}
-
-struct Ctx<'a> {
-    file: &'a str,
-    env: &'a dyn Env,
-    diags: Vec<Diagnostic>,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+    pub(super) env: &'a dyn Env,
+    pub(super) diags: Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
-    fn err<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn err<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         self.diags.push(Diagnostic::at(self.file, at.referenced, message));
     }
 
-    fn err_hint<T>(&mut self, at: &Spanned<T>, message: impl Into<String>, hint: Option<String>) {
+    pub(super) fn err_hint<T>(&mut self, at: &Spanned<T>, message: impl Into<String>, hint: Option<String>) {
         self.diags.push(Diagnostic::at(self.file, at.referenced, message).with_hint(hint));
     }
 
-    fn addr(&mut self, v: Option<&Spanned<String>>, default: &str) -> SocketAddr {
+    pub(super) fn addr(&mut self, v: Option<&Spanned<String>>, default: &str) -> SocketAddr {
         let fallback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         let Some(v) = v else { return default.parse().unwrap_or(fallback) };
         match interpolate(&v.value, self.env).map(|s| s.parse::<SocketAddr>()) {
@@ -236,7 +52,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn tls(&mut self, t: Option<&RawTls>, base: &Path) -> Option<TlsFiles> {
+    pub(super) fn tls(&mut self, t: Option<&RawTls>, base: &Path) -> Option<TlsFiles> {
         let t = t?;
         let mut path = |v: &Spanned<String>| match interpolate(&v.value, self.env) {
             Ok(p) => {
@@ -258,7 +74,7 @@ impl Ctx<'_> {
     }
 
     /// A secret that must be written as `${NAME}`: `Ok(None)` when the variable is unset.
-    fn secret(&mut self, v: &Spanned<String>, what: &str) -> Result<Option<Secret>, String> {
+    pub(super) fn secret(&mut self, v: &Spanned<String>, what: &str) -> Result<Option<Secret>, String> {
         match env_reference(&v.value) {
             Some(name) => Ok(self.env.var(name).map(Secret::new)),
             None => {
@@ -274,14 +90,6 @@ impl Ctx<'_> {
     }
 }
 
-const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
-    connect: Duration::from_secs(10),
-    first_byte: Duration::from_secs(300),
-    between_chunks: Duration::from_secs(120),
-    total: Duration::from_secs(900),
-};
-
-/// Validates and compiles a parsed config. All problems are reported, not just the first.
 pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> Result<Snapshot, Vec<Diagnostic>> {
     let mut cx = Ctx { file, env, diags: Vec::new() };
 
@@ -438,141 +246,6 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
     } else {
         Err(cx.diags)
     }
-}
-
-fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
-    let mut extra_paths = Vec::new();
-    for v in &p.extra_paths {
-        match Glob::path(&v.value) {
-            Ok(g) => extra_paths.push(g),
-            Err(e) => cx.err(v, e),
-        }
-    }
-    let t = &p.timeouts;
-    let timeouts = Timeouts {
-        connect: t.connect.map_or(DEFAULT_TIMEOUTS.connect, |d| d.0),
-        first_byte: t.first_byte.map_or(DEFAULT_TIMEOUTS.first_byte, |d| d.0),
-        between_chunks: t.between_chunks.map_or(DEFAULT_TIMEOUTS.between_chunks, |d| d.0),
-        total: t.total.map_or(DEFAULT_TIMEOUTS.total, |d| d.0),
-    };
-    let (families, default_base, default_auth): (&'static [ApiFamily], &str, AuthStyle) = match p.kind {
-        ProviderKind::Openai => (&[ApiFamily::OpenAi], "https://api.openai.com/v1", AuthStyle::Bearer),
-        ProviderKind::Anthropic => (&[ApiFamily::Anthropic], "https://api.anthropic.com", AuthStyle::XApiKey),
-        ProviderKind::Mock => (&[ApiFamily::OpenAi, ApiFamily::Anthropic], "", AuthStyle::Bearer),
-    };
-    if p.kind == ProviderKind::Mock {
-        for (field, v) in [("base_url", &p.base_url), ("api_key", &p.api_key)] {
-            if let Some(v) = v {
-                cx.err(v, format!("a `mock` provider takes no `{field}`"));
-            }
-        }
-        return Some(Provider {
-            name: p.name.value.clone(),
-            kind: p.kind,
-            families,
-            key: None,
-            auth: default_auth,
-            passthrough: false,
-            base_includes_version: false,
-            timeouts,
-            extra_paths,
-            disabled: None,
-            transport: Transport::Mock,
-            transport_key: "mock".into(),
-        });
-    }
-    let base_text = match &p.base_url {
-        Some(v) => match interpolate(&v.value, cx.env) {
-            Ok(s) => s,
-            Err(e) => {
-                cx.err(v, e);
-                return None;
-            }
-        },
-        None => default_base.to_string(),
-    };
-    let written = p.base_url.as_ref().map_or(default_base, |v| v.value.as_str());
-    let base = match parse_base(&base_text, written) {
-        Ok(u) => u,
-        Err(e) => {
-            match &p.base_url {
-                Some(v) => cx.err(v, e),
-                None => cx.err(&p.name, e),
-            }
-            return None;
-        }
-    };
-    let mut disabled = None;
-    let key = match &p.api_key {
-        Some(v) => match cx.secret(v, "a provider API key") {
-            Ok(Some(s)) => Some(s),
-            Ok(None) => {
-                if !p.passthrough {
-                    let var = env_reference(&v.value).unwrap_or("its key variable");
-                    disabled = Some(format!("provider `{}` is disabled: {var} is not set", p.name.value));
-                }
-                None
-            }
-            Err(_) => return None,
-        },
-        None if p.passthrough => None,
-        None => {
-            cx.err_hint(
-                &p.name,
-                format!("provider `{}` needs `api_key` (or `passthrough: true`)", p.name.value),
-                Some("add `api_key: ${PROVIDER_API_KEY}`".into()),
-            );
-            return None;
-        }
-    };
-    Some(Provider {
-        name: p.name.value.clone(),
-        kind: p.kind,
-        families,
-        key,
-        auth: p.auth.unwrap_or(default_auth),
-        passthrough: p.passthrough,
-        base_includes_version: p.kind == ProviderKind::Openai,
-        timeouts,
-        extra_paths,
-        disabled,
-        transport_key: format!("{base}|http2={}|connect={:?}", p.http2, timeouts.connect),
-        transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {
-            (true, Some(authority)) => {
-                let port = authority.port_u16().unwrap_or(80);
-                let authority = format!("{}:{port}", authority.host());
-                if http::HeaderValue::from_str(&authority).is_err() {
-                    let at = p.base_url.as_ref().map_or(&p.name, |v| v);
-                    cx.err(at, format!("provider `{}`: its host cannot be used in a Host header", p.name.value));
-                    return None;
-                }
-                Transport::H1 { base, authority, connect: timeouts.connect }
-            }
-            _ => Transport::Http { base, http2: p.http2, connect: timeouts.connect },
-        },
-    })
-}
-
-/// An upstream base URL: http or https, a host, a path prefix, and no query or fragment.
-/// `written` is the value as the file has it: messages quote it, never the expanded text,
-/// which could be a secret put in the wrong variable.
-fn parse_base(expanded: &str, written: &str) -> Result<Uri, String> {
-    let s = written;
-    let uri: Uri = expanded.parse().map_err(|_| format!("`{s}` is not a URL"))?;
-    let scheme_ok = uri.scheme() == Some(&Scheme::HTTP) || uri.scheme() == Some(&Scheme::HTTPS);
-    if !scheme_ok || uri.host().is_none() {
-        return Err(format!("`{s}` must be an http:// or https:// URL with a host"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("`{s}` must not have a query string"));
-    }
-    let path = match uri.path().trim_end_matches('/') {
-        "" => "/".to_string(),
-        p => p.to_string(),
-    };
-    let mut parts = uri.into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(path.as_str()).map_err(|e| e.to_string())?);
-    Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

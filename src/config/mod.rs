@@ -5,6 +5,8 @@
 pub mod compile;
 pub mod diag;
 pub mod glob;
+mod provider;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::Path;
