@@ -95,9 +95,9 @@ fn expected(usage: &Value, provider: &str) -> BTreeMap<String, u64> {
 
 const DETAILS: (&str, &str) = ("x-mock", "cached=7,reasoning=5,cache-write=3");
 
-#[tokio::test]
-async fn usage_equals_the_upstreams_report_on_every_route() {
-    let (_mock, proxy) = setup().await;
+/// Every route, streamed and not, through `proxy`; `models` are (OpenAI model, provider) and
+/// (Anthropic model, provider) pairs.
+async fn check_every_route(proxy: &TestProxy, openai: &[(&str, &str)], anthropic: &[(&str, &str)]) {
     let msgs = r#""messages":[{"role":"user","content":"count my tokens please"}]"#;
     // (path, key, body with {model}, streamed)
     let routes = [
@@ -123,21 +123,61 @@ async fn usage_equals_the_upstreams_report_on_every_route() {
         ("/v1/messages", XKEY, format!(r#"{{"model":"{{model}}","max_tokens":64,"stream":true,{msgs}}}"#), true),
     ];
     for (path, key, body, streamed) in &routes {
-        let models: [(&str, &str); 2] = if *key == XKEY {
-            [("mock-1", "local"), ("claude-test", "ant")]
-        } else {
-            [("mock-1", "local"), ("gpt-4o", "oai")]
-        };
+        let models = if *key == XKEY { anthropic } else { openai };
         for (model, provider) in models {
             let body = body.replace("{model}", model);
-            let before = tokens(&proxy).await;
+            let before = tokens(proxy).await;
             let r = post(&proxy.url(path), &[*key, DETAILS], &body).await;
             assert_eq!(r.status, 200, "{path} {model}: {}", r.text());
             let want = expected(&client_usage(&r.text(), *streamed), provider);
             assert!(!want.is_empty(), "{path} {model}: no usage in {}", r.text());
-            assert_eq!(delta(&proxy, &before).await, want, "{path} {model} streamed={streamed}");
+            assert_eq!(delta(proxy, &before).await, want, "{path} {model} streamed={streamed}");
         }
     }
+}
+
+#[tokio::test]
+async fn usage_equals_the_upstreams_report_on_every_route() {
+    let (_mock, proxy) = setup().await;
+    check_every_route(
+        &proxy,
+        &[("mock-1", "local"), ("gpt-4o", "oai")],
+        &[("mock-1", "local"), ("claude-test", "ant")],
+    )
+    .await;
+}
+
+/// The same table against `warden mock` running as its own process, as users run it in CI.
+#[tokio::test]
+async fn usage_equals_the_report_of_a_separate_mock_process() {
+    use std::io::BufRead as _;
+    /// Ends the mock process however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["mock", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on mock=").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr: std::net::SocketAddr = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap().parse().unwrap();
+    let proxy = TestProxy::start(&standard_config(addr)).await;
+    check_every_route(&proxy, &[("gpt-4o", "oai")], &[("claude-test", "ant")]).await;
 }
 
 #[tokio::test]
