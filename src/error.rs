@@ -29,6 +29,13 @@ pub enum ProxyError {
     PathNotForwarded { path: String, provider: String },
     #[error("the request body repeats the key `{path}`; send each key once")]
     DuplicateKey { path: String },
+    /// The body is not one JSON object (empty, broken, an array, a bad escape).
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("`{0}` is required")]
+    MissingField(&'static str),
+    #[error("`{field}` must be {expected}, got {got}")]
+    FieldType { field: &'static str, expected: &'static str, got: &'static str },
     #[error("request bodies with content-encoding `{0}` are not accepted; send the body uncompressed")]
     UnsupportedEncoding(String),
     #[error("request bodies of type `{0}` are not accepted on this path; send JSON or multipart/form-data")]
@@ -178,7 +185,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ProxyError::PathNotForwarded { .. } => StatusCode::NOT_FOUND,
-            ProxyError::DuplicateKey { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::DuplicateKey { .. }
+            | ProxyError::InvalidJson(_)
+            | ProxyError::MissingField(_)
+            | ProxyError::FieldType { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnsupportedEncoding(_) | ProxyError::UnsupportedMediaType(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -202,7 +212,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => ErrorClass::InvalidRequest,
             ProxyError::ModelNotFound(_) => ErrorClass::NotFound,
             ProxyError::PathNotForwarded { .. } => ErrorClass::NotFound,
-            ProxyError::DuplicateKey { .. } => ErrorClass::InvalidRequest,
+            ProxyError::DuplicateKey { .. }
+            | ProxyError::InvalidJson(_)
+            | ProxyError::MissingField(_)
+            | ProxyError::FieldType { .. } => ErrorClass::InvalidRequest,
             ProxyError::UnsupportedEncoding(_) | ProxyError::UnsupportedMediaType(_) => ErrorClass::InvalidRequest,
             ProxyError::BodyTimeout(_) => ErrorClass::Timeout,
             ProxyError::BodyTooLarge { .. } => ErrorClass::TooLarge,
@@ -226,6 +239,8 @@ impl ProxyError {
             ProxyError::ModelNotFound(_) => "model_not_found",
             ProxyError::PathNotForwarded { .. } => "path_not_forwarded",
             ProxyError::DuplicateKey { .. } => "duplicate_key",
+            ProxyError::InvalidJson(_) => "invalid_json",
+            ProxyError::MissingField(_) | ProxyError::FieldType { .. } => "invalid_field",
             ProxyError::UnsupportedEncoding(_) => "unsupported_encoding",
             ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::BodyTimeout(_) => "body_timeout",
@@ -248,6 +263,9 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => Some("policy_violation"),
             ProxyError::Forbidden(_)
             | ProxyError::DuplicateKey { .. }
+            | ProxyError::InvalidJson(_)
+            | ProxyError::MissingField(_)
+            | ProxyError::FieldType { .. }
             | ProxyError::UnsupportedEncoding(_)
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)
@@ -264,6 +282,8 @@ impl ProxyError {
         match self {
             ProxyError::PolicyViolation(v) => Some(v.field.as_str()),
             ProxyError::DuplicateKey { path } => Some(path.as_str()),
+            ProxyError::MissingField(field) | ProxyError::FieldType { field, .. } => Some(field),
+            ProxyError::InvalidJson(_) => None,
             ProxyError::PathNotForwarded { .. }
             | ProxyError::UnsupportedEncoding(_)
             | ProxyError::UnsupportedMediaType(_)
@@ -293,6 +313,9 @@ impl ProxyError {
             | ProxyError::ModelNotFound(_)
             | ProxyError::PathNotForwarded { .. }
             | ProxyError::DuplicateKey { .. }
+            | ProxyError::InvalidJson(_)
+            | ProxyError::MissingField(_)
+            | ProxyError::FieldType { .. }
             | ProxyError::UnsupportedEncoding(_)
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)

@@ -262,3 +262,19 @@ async fn garbage_bodies_get_4xx_and_never_hurt_the_server() {
     }
     assert_eq!(get(&proxy.url("/v1/models"), &[BEARER]).await.status, 200);
 }
+
+#[tokio::test]
+async fn field_errors_name_the_field_in_param() {
+    let (_mock, proxy) = setup().await;
+    let cases = [
+        (r#"{"model":"mock-1","messages":[],"stream":"yes"}"#, "stream", "`stream` must be a boolean, got a string"),
+        (r#"{"model":"mock-1"}"#, "messages", "`messages` is required"),
+        (r#"{"model":7,"messages":[]}"#, "model", "`model` must be a string, got a number"),
+    ];
+    for (body, param, message) in cases {
+        let r = post(&proxy.url("/v1/chat/completions"), &[BEARER], body).await;
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(r.json()["error"]["param"], param, "{}", r.text());
+        assert_eq!(r.json()["error"]["message"], message, "{}", r.text());
+    }
+}

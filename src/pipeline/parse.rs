@@ -25,7 +25,7 @@ pub fn pass_through_model(headers: &http::HeaderMap, body: &[u8]) -> Result<Opti
     let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
     let declared_json = media == "application/json" || media.ends_with("+json");
     if (declared_json || body.starts_with(b"\xEF\xBB\xBF")) && first.is_some() && !matches!(first, Some(b'{' | b'[')) {
-        return Err(ProxyError::BadRequest("the request body is declared as JSON but is not a JSON object".into()));
+        return Err(ProxyError::InvalidJson("the request body is declared as JSON but is not a JSON object".into()));
     }
     text_field(headers, body, "model").map_err(|p| match p {
         FormProblem::Repeated(name) => ProxyError::DuplicateKey { path: name },

@@ -117,7 +117,7 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
         return Ok(RequestView::default());
     }
     if first.is_none() {
-        return Err(ProxyError::BadRequest("the request body is empty; expected a JSON object".into()));
+        return Err(ProxyError::InvalidJson("the request body is empty; expected a JSON object".into()));
     }
     let fields = read_json(body, first)?;
     read_view(endpoint, body, fields)
@@ -275,61 +275,57 @@ fn read_json(body: &[u8], first: Option<u8>) -> Result<Fields<'_>, ProxyError> {
         Ok(()) => {}
         Err(JsonProblem::Duplicate(d)) => return Err(ProxyError::DuplicateKey { path: d.path }),
         Err(JsonProblem::Invalid(_)) if first != Some(b'{') => {
-            return Err(ProxyError::BadRequest("the request body must be a JSON object".into()));
+            return Err(ProxyError::InvalidJson("the request body must be a JSON object".into()));
         }
         Err(JsonProblem::Invalid(e)) if e.to_string().contains("escape") => {
-            return Err(ProxyError::BadRequest(format!(
+            return Err(ProxyError::InvalidJson(format!(
                 "the request body has an invalid `\\u` escape (such as a lone UTF-16 surrogate) at line {} column {}",
                 e.line(),
                 e.column()
             )));
         }
         Err(JsonProblem::Invalid(e)) => {
-            return Err(ProxyError::BadRequest(format!("the request body is not valid JSON: {e}")));
+            return Err(ProxyError::InvalidJson(format!("the request body is not valid JSON: {e}")));
         }
     }
     if first != Some(b'{') {
-        return Err(ProxyError::BadRequest("the request body must be a JSON object".into()));
+        return Err(ProxyError::InvalidJson("the request body must be a JSON object".into()));
     }
     // The body is valid JSON with unique keys, so every error left is a field's wrong type.
-    serde_json::from_slice(body).map_err(|e| ProxyError::BadRequest(format!("the request body is invalid: {e}")))
+    serde_json::from_slice(body).map_err(|e| ProxyError::InvalidJson(format!("the request body is invalid: {e}")))
 }
 
 fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Result<RequestView<'a>, ProxyError> {
     let model = match fields.model {
         Some(raw) => Some(string_field(raw, "model")?),
-        None if endpoint.requires_model() => {
-            return Err(ProxyError::BadRequest("`model` is required".into()));
-        }
+        None if endpoint.requires_model() => return Err(ProxyError::MissingField("model")),
         None => None,
     };
     let stream = match fields.stream.map(RawValue::get) {
         None | Some("false" | "null") => false,
         Some("true") => true,
         Some(raw) => {
-            return Err(ProxyError::BadRequest(format!("`stream` must be a boolean, got {}", kind_of_text(raw))));
+            return Err(ProxyError::FieldType { field: "stream", expected: "a boolean", got: kind_of_text(raw) });
         }
     };
     if let Some(field) = endpoint.required_array() {
         let raw = if field == "requests" { fields.requests } else { fields.messages };
         match raw {
             Some(m) if m.get().starts_with('[') => {}
-            Some(m) => {
-                return Err(ProxyError::BadRequest(format!("`{field}` must be an array, got {}", kind_of(m))));
-            }
-            None => return Err(ProxyError::BadRequest(format!("`{field}` is required"))),
+            Some(m) => return Err(ProxyError::FieldType { field, expected: "an array", got: kind_of(m) }),
+            None => return Err(ProxyError::MissingField(field)),
         }
     }
     Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream, fields })
 }
 
 /// A string field's value, escapes decoded.
-pub fn string_field<'a>(raw: &'a RawValue, name: &str) -> Result<Cow<'a, str>, ProxyError> {
+pub fn string_field<'a>(raw: &'a RawValue, name: &'static str) -> Result<Cow<'a, str>, ProxyError> {
     serde_json::from_str::<Cow<str>>(raw.get()).map_err(|_| match raw.get().as_bytes().first() {
-        Some(b'"') => ProxyError::BadRequest(format!(
-            "`{name}` is not a valid string: it has an invalid escape (such as a lone UTF-16 surrogate)"
-        )),
-        _ => ProxyError::BadRequest(format!("`{name}` must be a string, got {}", kind_of(raw))),
+        Some(b'"') => {
+            ProxyError::FieldType { field: name, expected: "a valid string", got: "a string with a bad escape" }
+        }
+        _ => ProxyError::FieldType { field: name, expected: "a string", got: kind_of(raw) },
     })
 }
 
