@@ -76,12 +76,7 @@ impl Dialect for Anthropic {
     /// `event: error`, as Anthropic itself ends a stream it cannot finish (overloaded); the
     /// SDKs raise on it.
     fn stream_error(&self, class: ErrorClass, message: &str) -> Bytes {
-        let body = self.error_body(class, None, None, message);
-        let mut out = Vec::with_capacity(body.len() + 24);
-        out.extend_from_slice(b"event: error\ndata: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
-        out.into()
+        super::sse_event(Some("error"), &self.error_body(class, None, None, message))
     }
 
     fn event_has_usage(&self, ev: &Event) -> bool {

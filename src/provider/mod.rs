@@ -337,6 +337,20 @@ pub fn string_values_len(data: &[u8], keys: &[memchr::memmem::Finder<'static>]) 
     total
 }
 
+/// One SSE event: an optional `event:` name and one `data:` line.
+pub(crate) fn sse_event(name: Option<&str>, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 32);
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    out.into()
+}
+
 /// Searchers built once, for [`Dialect::text_keys`].
 pub(crate) fn finders(keys: &'static [&'static [u8]]) -> Vec<memchr::memmem::Finder<'static>> {
     keys.iter().map(|k| memchr::memmem::Finder::new(*k)).collect()

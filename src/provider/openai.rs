@@ -65,12 +65,7 @@ impl Dialect for OpenAi {
     /// A `data:` event with an `error` object: the SDKs raise `APIError` on it, for chat,
     /// completions and responses streams alike.
     fn stream_error(&self, class: ErrorClass, message: &str) -> Bytes {
-        let body = self.error_body(class, Some("stream_error"), None, message);
-        let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
-        out.into()
+        super::sse_event(None, &self.error_body(class, Some("stream_error"), None, message))
     }
 
     fn is_terminal(&self, ev: &Event) -> bool {
