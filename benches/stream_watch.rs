@@ -46,7 +46,7 @@ fn main() {
         let mut forwarded = 0usize;
         let start = Instant::now();
         for _ in 0..RUNS {
-            let mut w = SseWatch::new(family.dialect(), false);
+            let mut w = SseWatch::new(family.dialect(), false, false);
             for f in &frames {
                 let a = w.accept(f.clone());
                 forwarded += a.forward.len();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 
 use crate::config::{Provider, Snapshot, VirtualKey};
+use crate::provider::output::Output;
 use crate::provider::usage::Usage;
 use crate::provider::{ApiFamily, Endpoint};
 
@@ -57,6 +58,10 @@ pub struct RequestCtx {
     pub strip_usage: bool,
     /// Tokens used, once known (reported by the upstream or estimated).
     pub usage: Option<Usage>,
+    /// A stage wants the model's output (text and tool calls) to check it.
+    pub collect_output: bool,
+    /// The model's output, gathered when `collect_output` is set.
+    pub output: Option<Output>,
 }
 
 impl RequestCtx {
@@ -86,6 +91,8 @@ impl RequestCtx {
             request_bytes: 0,
             strip_usage: false,
             usage: None,
+            collect_output: false,
+            output: None,
         }
     }
 

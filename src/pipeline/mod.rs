@@ -213,8 +213,16 @@ where
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
     let resp = if endpoint.returns_json() {
-        let (resp, usage) =
-            respond::checked_json(resp, &timeouts, &provider.name, cx.family.dialect(), cx.request_bytes).await?;
+        let (resp, usage, output) = respond::checked_json(
+            resp,
+            &timeouts,
+            &provider.name,
+            cx.family.dialect(),
+            cx.request_bytes,
+            cx.collect_output,
+        )
+        .await?;
+        cx.output = output;
         // count_tokens counts; it does not spend.
         cx.usage = usage.filter(|_| endpoint != Endpoint::CountTokens);
         resp

@@ -19,6 +19,7 @@ use super::stream::SseWatch;
 use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
 use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, WOULD_BLOCK};
+use crate::provider::output::Output;
 use crate::provider::usage::Usage;
 
 /// Timeouts that apply while the body streams.
@@ -59,7 +60,8 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
         ),
         None => (None, None),
     };
-    let sse = is_event_stream(&parts).then(|| Box::new(SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage)));
+    let sse = is_event_stream(&parts)
+        .then(|| Box::new(SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage, fin.cx.collect_output)));
     let body = Observed { inner: body, idle, deadline, fin, sse, held: None, ended: false, flushed: false };
     Response::from_parts(parts, body.boxed_unsync())
 }
@@ -90,10 +92,11 @@ pub async fn checked_json(
     provider: &str,
     dialect: &'static dyn crate::provider::Dialect,
     request_bytes: usize,
-) -> Result<(Response<Body>, Option<Usage>), crate::error::ProxyError> {
+    collect: bool,
+) -> Result<(Response<Body>, Option<Usage>, Option<Output>), crate::error::ProxyError> {
     use crate::error::{ProxyError, UpstreamFailure};
     if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
-        return Ok((resp, None));
+        return Ok((resp, None, None));
     }
     let invalid = |detail: String| ProxyError::Upstream {
         provider: provider.to_string(),
@@ -148,7 +151,8 @@ pub async fn checked_json(
         }
         Ok(None) => Usage::estimate(request_bytes, crate::provider::string_values_len(&buf, dialect.text_keys())),
     };
-    Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage)))
+    let output = if collect { Output::from_json(dialect.family(), &buf) } else { None };
+    Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage), output))
 }
 
 /// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
@@ -350,8 +354,9 @@ impl Observed {
 impl Drop for Observed {
     /// Hands what the stream reported to the always-run tail before it runs.
     fn drop(&mut self) {
-        if let Some(w) = &self.sse {
+        if let Some(w) = &mut self.sse {
             self.fin.cx.usage = Some(w.usage(self.fin.cx.request_bytes));
+            self.fin.cx.output = w.output.take();
         }
     }
 }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::ErrorClass;
 use crate::http::sse::{Event, SseError, SseParser};
+use crate::provider::output::Output;
 use crate::provider::usage::Usage;
 use crate::provider::Dialect;
 
@@ -36,10 +37,13 @@ pub struct SseWatch {
     pub text_bytes: usize,
     /// Remove OpenAI's usage-only chunk: warden asked for it, the client did not.
     strip_usage: bool,
+    /// The assistant's text and tool calls so far, when a stage asked for them.
+    pub output: Option<Output>,
 }
 
 impl SseWatch {
-    pub fn new(dialect: &'static dyn Dialect, strip_usage: bool) -> SseWatch {
+    /// `collect`: gather the assistant's output for a stage that checks it.
+    pub fn new(dialect: &'static dyn Dialect, strip_usage: bool, collect: bool) -> SseWatch {
         SseWatch {
             parser: SseParser::new(MAX_EVENT_BYTES),
             dialect,
@@ -49,6 +53,7 @@ impl SseWatch {
             usage_seen: false,
             text_bytes: 0,
             strip_usage,
+            output: collect.then(Output::default),
         }
     }
 
@@ -66,8 +71,8 @@ impl SseWatch {
         let mut last_good: Option<usize> = None;
         let mut terminal_at = None;
         let mut cut: Option<(usize, usize)> = None;
-        let (usage, usage_seen, text_bytes, strip) =
-            (&mut self.usage, &mut self.usage_seen, &mut self.text_bytes, self.strip_usage);
+        let (usage, usage_seen, text_bytes, strip, output) =
+            (&mut self.usage, &mut self.usage_seen, &mut self.text_bytes, self.strip_usage, &mut self.output);
         let parsed = self.parser.feed(&frame, |ev: Event<'_>, end| {
             if failure.is_some() || terminal_at.is_some() {
                 return;
@@ -88,6 +93,9 @@ impl SseWatch {
                 }
             }
             *text_bytes += crate::provider::string_values_len(ev.data, dialect.text_keys());
+            if let Some(out) = output.as_mut() {
+                out.read_event(family, &ev);
+            }
             if dialect.is_terminal(&ev) {
                 terminal_at = Some(end);
             }
@@ -192,12 +200,12 @@ mod tests {
 
     #[test]
     fn forwards_whole_events_only_and_stops_at_garbage() {
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false, false);
         let (out, failure) = feed(&mut w, &["data: {\"a\":1}\n\ndata: {\"b\"", ":2}\n\n", "data: [DONE]\n\n"]);
         assert_eq!(out, "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
         assert!(failure.is_none() && w.terminal);
 
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false, false);
         let (out, failure) = feed(&mut w, &["data: {\"a\":1}\n\ndata: not json\n\ndata: {\"c\":3}\n\n"]);
         assert_eq!(out, "data: {\"a\":1}\n\n");
         assert_eq!(failure, Some("sent an event that is not the JSON its API sends"));
@@ -206,7 +214,7 @@ mod tests {
     #[test]
     fn reads_usage_and_removes_the_usage_chunk_warden_asked_for() {
         let usage_chunk = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3}}\n\n";
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), true);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), true, false);
         let (out, _) = feed(
             &mut w,
             &["data: {\"choices\":[{\"delta\":{\"content\":\"hey\"}}]}\n\n", usage_chunk, "data: [DONE]\n\n"],
@@ -214,27 +222,30 @@ mod tests {
         assert_eq!(out, "data: {\"choices\":[{\"delta\":{\"content\":\"hey\"}}]}\n\ndata: [DONE]\n\n");
         assert_eq!((w.usage.input, w.usage.output), (9, 3));
         // Split across frames, and with the client's own include_usage: kept.
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), true);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), true, false);
         let (out, _) = feed(
             &mut w,
             &["data: {\"a\":1}\n\ndata: {\"choices\":[],", "\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n"],
         );
         assert_eq!(out, "data: {\"a\":1}\n\ndata: [DONE]\n\n");
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false, false);
         let (out, _) = feed(&mut w, &[usage_chunk]);
         assert_eq!(out, usage_chunk);
-        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false);
+        let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false, false);
         feed(&mut w, &["data: {\"choices\":[{\"delta\":{\"content\":\"12345678\"}}]}\n\n"]);
         assert_eq!(w.usage(40), Usage { input: 10, output: 2, estimated: true, ..Usage::default() });
     }
 
     #[test]
     fn anthropic_streams_end_at_message_stop_or_error() {
-        let mut w = SseWatch::new(ApiFamily::Anthropic.dialect(), false);
+        let mut w = SseWatch::new(ApiFamily::Anthropic.dialect(), false, true);
         feed(&mut w, &["event: ping\ndata: {\"type\":\"ping\"}\n\n"]);
         assert!(!w.terminal);
+        feed(&mut w, &["event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"]);
         feed(&mut w, &["event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"]);
         assert!(w.terminal);
+        // Asked to collect, the watch has the assistant's text.
+        assert_eq!(w.output.as_ref().map(|o| o.text.as_str()), Some("hi"));
         let e = w.error_event(ErrorClass::Upstream, "ant", "closed the stream");
         assert!(e.starts_with(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""));
     }

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod mock;
 pub mod openai;
+pub mod output;
 pub mod request;
 pub mod usage;
 
