@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::provider::request::Fields;
+use crate::provider::request::{Fields, Item};
 use crate::provider::Endpoint;
 
 #[derive(Deserialize)]
@@ -31,19 +31,6 @@ struct Tool<'a> {
 struct Named<'a> {
     #[serde(borrow)]
     name: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    tool_calls: Option<&'a RawValue>,
-    /// Legacy OpenAI function calling.
-    #[serde(borrow)]
-    function_call: Option<&'a RawValue>,
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -135,7 +122,7 @@ pub fn tool_rounds(endpoint: Endpoint, f: &Fields) -> Result<u64, String> {
     let mut r = Rounds::default();
     if endpoint == Endpoint::Responses {
         let Some(input) = f.input.filter(|i| i.get().starts_with('[')) else { return Ok(0) };
-        let items: Vec<Typed> =
+        let items: Vec<Item> =
             serde_json::from_str(input.get()).map_err(|_| "`input` items must be objects".to_string())?;
         for item in &items {
             match item.kind.as_deref() {
@@ -146,7 +133,7 @@ pub fn tool_rounds(endpoint: Endpoint, f: &Fields) -> Result<u64, String> {
         }
         return Ok(r.count);
     }
-    let messages: Vec<Message> = match f.messages.filter(|m| m.get().starts_with('[')) {
+    let messages: Vec<Item> = match f.messages.filter(|m| m.get().starts_with('[')) {
         Some(raw) => {
             serde_json::from_str(raw.get()).map_err(|_| "`messages` must be an array of message objects".to_string())?
         }

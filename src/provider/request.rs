@@ -143,17 +143,25 @@ pub struct TextPart<'a> {
     pub text: Cow<'a, str>,
 }
 
+/// One message of a `messages` history, or one `input` item of a Responses request: the
+/// fields the stages read (text parts here, tool rounds in the `limits` rules), in one shape.
 #[derive(Deserialize)]
-struct Item<'a> {
+pub struct Item<'a> {
     #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
+    pub role: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    pub kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    content: Option<&'a RawValue>,
+    pub content: Option<&'a RawValue>,
     /// Responses `*_call_output` items.
     #[serde(borrow)]
-    output: Option<&'a RawValue>,
+    pub output: Option<&'a RawValue>,
+    /// OpenAI assistant turns that call tools.
+    #[serde(borrow)]
+    pub tool_calls: Option<&'a RawValue>,
+    /// Legacy OpenAI function calling.
+    #[serde(borrow)]
+    pub function_call: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
