@@ -20,19 +20,16 @@ MOCK_PORT=18101 NGINX_PORT=18102 WARDEN_PORT=18103 ADMIN_PORT=18104
 mkdir -p "$OUT"
 rm -f "$OUT"/samples.jsonl
 
-if ! command -v nginx >/dev/null; then
-  echo "installing nginx..." >&2
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light || \
-   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=benches/nginx.sh
+. benches/nginx.sh
+nginx_install
 
 cargo build --release --quiet --bin warden --example loadgen
 W=target/release/warden
 LG=target/release/examples/loadgen
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; "$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf -s stop 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; nginx_stop "$PWD/$OUT/nginx"; }
 trap cleanup EXIT
 
 # --- the upstream mock -------------------------------------------------------------------
@@ -40,30 +37,7 @@ trap cleanup EXIT
 pids+=($!); MOCK_PID=$!
 
 # --- nginx: plain keep-alive reverse proxy, no buffering (so streams flow) ----------------
-mkdir -p "$OUT/nginx/logs"
-cat >"$OUT/nginx/nginx.conf" <<EOF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log logs/access.log;
-  client_body_temp_path /tmp/nginx_body; proxy_temp_path /tmp/nginx_proxy;
-  fastcgi_temp_path /tmp/nginx_fcgi; uwsgi_temp_path /tmp/nginx_uwsgi; scgi_temp_path /tmp/nginx_scgi;
-  keepalive_requests 10000000;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; keepalive_requests 10000000; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-EOF
-"$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf
+nginx_start "$PWD/$OUT/nginx" $MOCK_PORT $NGINX_PORT
 
 # --- warden: full pipeline, logging on (to a file) ------------------------------------------
 # No policies by default; BENCH_POLICIES="default.yaml rollout-monitor.yaml" copies those

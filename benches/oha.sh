@@ -20,10 +20,9 @@ MOCK_PORT=18201 NGINX_PORT=18202 BASE_PORT=18210
 mkdir -p "$OUT"
 
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=benches/nginx.sh
+. benches/nginx.sh
+nginx_install
 
 cargo build --release --quiet --bin warden
 BINS=("$@")
@@ -31,37 +30,13 @@ BINS=("$@")
 W=target/release/warden
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; "$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf -s stop 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; nginx_stop "$PWD/$OUT/nginx"; }
 trap cleanup EXIT
 
 "$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
 pids+=($!)
 
-mkdir -p "$OUT/nginx/logs"
-cat >"$OUT/nginx/nginx.conf" <<EOF
-worker_processes auto;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log logs/access.log;
-  client_body_temp_path /tmp/nginx_body; proxy_temp_path /tmp/nginx_proxy;
-  fastcgi_temp_path /tmp/nginx_fcgi; uwsgi_temp_path /tmp/nginx_uwsgi; scgi_temp_path /tmp/nginx_scgi;
-  keepalive_requests 10000000;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; keepalive_requests 10000000; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    keepalive_requests 10000000;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-EOF
-"$NGINX" -p "$PWD/$OUT/nginx" -c nginx.conf
+nginx_start "$PWD/$OUT/nginx" $MOCK_PORT $NGINX_PORT
 
 # One warden per binary, each with the same config and policies.
 mkdir -p "$OUT/policies"
