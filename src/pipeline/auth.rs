@@ -24,6 +24,16 @@ pub enum Identity {
     },
 }
 
+impl Identity {
+    /// The virtual key, when the caller presented one.
+    pub fn key(&self) -> Option<&VirtualKey> {
+        match self {
+            Identity::Key(k) => Some(k),
+            Identity::Unverified { .. } => None,
+        }
+    }
+}
+
 const INVALID: &str = "invalid API key: warden does not know this key";
 
 /// The credential a client presented, from whichever header its SDK uses.

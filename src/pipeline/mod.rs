@@ -106,11 +106,7 @@ where
     }
 
     if endpoint == Endpoint::Models {
-        let key = match &identity {
-            auth::Identity::Key(k) => Some(k.as_ref()),
-            auth::Identity::Unverified { .. } => None,
-        };
-        let body = cx.family.dialect().models_body(&route::visible_models(&snap, key));
+        let body = cx.family.dialect().models_body(&route::visible_models(&snap, identity.key()));
         return Ok((json_response(http::StatusCode::OK, body), None));
     }
 
@@ -156,12 +152,8 @@ where
         ));
     }
 
-    let key = match &identity {
-        auth::Identity::Key(k) => Some(k.as_ref()),
-        auth::Identity::Unverified { .. } => None,
-    };
     let facts = policy::Facts {
-        key,
+        key: identity.key(),
         endpoint,
         model: view.model.as_deref().or(form_model.as_deref()),
         upstream_model: rewrite_model,
