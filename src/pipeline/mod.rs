@@ -160,7 +160,7 @@ where
         provider: Some(routed.provider.name.as_str()),
         path,
     };
-    let evaluated = policy::evaluate(&snap, &facts, &view.fields, &body)?;
+    let evaluated = policy::evaluate(&snap, &facts, &view, &body)?;
     policy::record(app, cx, &evaluated.decision);
     if let Some(v) = evaluated.decision.block {
         return Err(ProxyError::PolicyViolation(Box::new(v)));

@@ -16,15 +16,15 @@ use crate::state::AppState;
 
 use super::ctx::RequestCtx;
 use super::parse::{splice, Edit};
-use crate::provider::request::Fields;
+use crate::provider::request::RequestView;
 
 pub fn evaluate<'s>(
     snap: &'s Snapshot,
     facts: &Facts,
-    fields: &Fields,
+    request: &RequestView,
     body: &[u8],
 ) -> Result<Evaluated<'s>, ProxyError> {
-    crate::policy::evaluate::evaluate(snap, facts, fields, body).map_err(ProxyError::BadRequest)
+    crate::policy::evaluate::evaluate(snap, facts, request, body).map_err(ProxyError::BadRequest)
 }
 
 /// Makes the decision visible: response headers, the log line and metrics.

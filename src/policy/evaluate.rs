@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::compile::Facts;
 use super::limits::{decide, Decision};
 use crate::config::Snapshot;
-use crate::provider::request::{span, view, Fields};
+use crate::provider::request::{span, view, Fields, RequestView};
 
 /// The decision plus the model renames that nested batch requests need (aliases).
 pub struct Evaluated<'s> {
@@ -28,13 +28,18 @@ struct BatchRequest<'a> {
 }
 
 /// Decides a request. `Err` names a field that does not have the API's shape (400).
-pub fn evaluate<'s>(snap: &'s Snapshot, facts: &Facts, fields: &Fields, body: &[u8]) -> Result<Evaluated<'s>, String> {
+pub fn evaluate<'s>(
+    snap: &'s Snapshot,
+    facts: &Facts,
+    request: &RequestView,
+    body: &[u8],
+) -> Result<Evaluated<'s>, String> {
     let policies = snap.policies.resolve(facts);
     let object = body.iter().position(|b| *b == b'{').unwrap_or(0);
-    let mut decision = decide(&policies, facts, fields, body, object)?;
+    let mut decision = decide(&policies, facts, request, body, object)?;
     let mut model_edits = Vec::new();
     let Some(item_endpoint) = facts.endpoint.batch_item() else { return Ok(Evaluated { decision, model_edits }) };
-    for (i, params) in batch_params(fields)?.into_iter().enumerate() {
+    for (i, params) in batch_params(&request.fields)?.into_iter().enumerate() {
         let at = span(body, params);
         let item = view(item_endpoint, &http::Method::POST, params.get().as_bytes())
             .map_err(|e| format!("`requests[{i}].params`: {e}"))?;
@@ -55,7 +60,7 @@ pub fn evaluate<'s>(snap: &'s Snapshot, facts: &Facts, fields: &Fields, body: &[
         }
         let item_facts = Facts { endpoint: item_endpoint, model: Some(model), upstream_model: upstream, ..*facts };
         let item_policies = snap.policies.resolve(&item_facts);
-        let mut d = decide(&item_policies, &item_facts, &item.fields, body, at.start)?;
+        let mut d = decide(&item_policies, &item_facts, &item, body, at.start)?;
         for v in d.block.iter_mut().chain(d.would_block.iter_mut()) {
             v.message = format!("requests[{i}]: {}", v.message);
             v.field = format!("requests[{i}].params.{}", v.field);

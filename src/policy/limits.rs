@@ -11,9 +11,9 @@ use std::ops::Range;
 use serde_json::value::RawValue;
 
 use super::compile::{Facts, Limits, Policy, Range as Bounds, Rule};
-use super::tools::{tool_names, tool_rounds};
+use super::tools::tool_names;
 use super::{Mode, OnExceed};
-use crate::provider::request::Fields;
+use crate::provider::request::RequestView;
 use crate::provider::Endpoint;
 
 /// One rule's objection to a request.
@@ -73,14 +73,14 @@ impl Decision<'_> {
     }
 }
 
-/// Applies the policies' `limits` to a request: `fields` are the body's top-level fields as
-/// found by the parse stage (no second scan of the body), `body` the bytes they point into,
+/// Applies the policies' `limits` to a request: `view` is the request view the parse stage
+/// built (no second scan of the body), `body` the bytes it points into,
 /// `object` where the request object opens in `body`.
 /// `Err` names a field the rules need that does not have the API's shape (400).
 pub fn decide<'p>(
     policies: &[&'p Policy],
     facts: &Facts,
-    fields: &Fields,
+    view: &RequestView,
     body: &[u8],
     object: usize,
 ) -> Result<Decision<'p>, String> {
@@ -94,7 +94,7 @@ pub fn decide<'p>(
     if !needs_body(policies) {
         return Ok(d);
     }
-    let req = Request::read(facts.endpoint, fields, body)?;
+    let req = Request::read(facts.endpoint, view, body)?;
     for p in policies {
         if let Some(limits) = &p.limits {
             check(p, limits, facts, &req, object, &mut d);
@@ -164,7 +164,8 @@ fn number(raw: Option<&RawValue>, name: &str) -> Result<Option<f64>, String> {
 }
 
 impl<'a> Request<'a> {
-    fn read(endpoint: Endpoint, f: &Fields<'a>, body: &[u8]) -> Result<Request<'a>, String> {
+    fn read(endpoint: Endpoint, view: &RequestView<'a>, body: &[u8]) -> Result<Request<'a>, String> {
+        let f = &view.fields;
         let mut tokens = Vec::new();
         for name in endpoint.max_tokens_fields() {
             if let Some(raw) = f.get(name) {
@@ -185,7 +186,7 @@ impl<'a> Request<'a> {
             temperature: number(f.temperature, "temperature")?,
             top_p: number(f.top_p, "top_p")?,
             tools: tool_names(f)?,
-            tool_rounds: tool_rounds(endpoint, f)?,
+            tool_rounds: view.history()?.tool_rounds,
         })
     }
 }

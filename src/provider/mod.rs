@@ -3,6 +3,7 @@
 //! The pipeline asks the dialect; it never branches on a provider's name or kind.
 
 pub mod anthropic;
+pub mod history;
 pub mod mock;
 pub mod openai;
 pub mod output;

@@ -1,23 +1,26 @@
 //! The request view: the fields of a request body warden reads, found in one scan without
 //! copying the body, and refused when a lenient upstream could read the body differently
 //! (repeated keys at any depth, broken JSON on any path that carries JSON). Every stage reads
-//! this one view; none parses `messages` for itself. [`texts`](RequestView::texts) gives every
-//! text part by role, for the stages that read what was said.
+//! this one view; none parses `messages` for itself. [`history`](RequestView::history) gives
+//! every text part by role and the tool-use rounds, for the stages that read what was said.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::ops::Range;
 
 use http::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::history::{self, History};
 use super::Endpoint;
 use crate::error::ProxyError;
 use crate::http::json::{check_unique_keys, JsonProblem};
 
 /// The fields of a request body warden reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestView<'a> {
+    pub endpoint: Endpoint,
     pub model: Option<Cow<'a, str>>,
     /// Where the `model` value sits in the body, so an alias can be spliced in.
     pub model_span: Option<Range<usize>>,
@@ -25,6 +28,7 @@ pub struct RequestView<'a> {
     /// Every top-level field any stage reads, found in this one scan of the body; later
     /// stages parse only the values they need from these slices.
     pub fields: Fields<'a>,
+    history: OnceCell<Result<History<'a>, String>>,
 }
 
 /// Top-level fields as raw slices of the body.
@@ -110,11 +114,11 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
                 let fields = read_json(body, first)?;
                 read_view(endpoint, body, fields)
             }
-            _ => Ok(RequestView::default()),
+            _ => Ok(RequestView::empty(endpoint)),
         };
     }
     if method != Method::POST {
-        return Ok(RequestView::default());
+        return Ok(RequestView::empty(endpoint));
     }
     if first.is_none() {
         return Err(ProxyError::InvalidJson("the request body is empty; expected a JSON object".into()));
@@ -123,147 +127,24 @@ pub fn view<'a>(endpoint: Endpoint, method: &Method, body: &'a [u8]) -> Result<R
     read_view(endpoint, body, fields)
 }
 
-/// Who wrote a text part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// System and developer prompts, Responses `instructions`.
-    System,
-    User,
-    /// Earlier assistant turns in the history.
-    Assistant,
-    /// Tool and function results: OpenAI `tool` messages, Anthropic `tool_result` blocks,
-    /// Responses `*_call_output` items.
-    Tool,
-}
-
-/// One text part of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextPart<'a> {
-    pub role: Role,
-    pub text: Cow<'a, str>,
-}
-
-/// One message of a `messages` history, or one `input` item of a Responses request: the
-/// fields the stages read (text parts here, tool rounds in the `limits` rules), in one shape.
-#[derive(Deserialize)]
-pub struct Item<'a> {
-    #[serde(borrow)]
-    pub role: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "type")]
-    pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub content: Option<&'a RawValue>,
-    /// Responses `*_call_output` items.
-    #[serde(borrow)]
-    pub output: Option<&'a RawValue>,
-    /// OpenAI assistant turns that call tools.
-    #[serde(borrow)]
-    pub tool_calls: Option<&'a RawValue>,
-    /// Legacy OpenAI function calling.
-    #[serde(borrow)]
-    pub function_call: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
-    /// Anthropic `tool_result` blocks nest their content.
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
-}
-
-/// Text of a `content` value: a string, or an array of parts whose text parts count
-/// (images, audio and files are skipped, never decoded). A `tool_result` block's content is
-/// the tool's, whatever message carries it.
-fn content_texts<'a>(raw: &'a RawValue, role: Role, out: &mut Vec<TextPart<'a>>) -> Result<(), String> {
-    match raw.get().as_bytes().first() {
-        Some(b'"') => {
-            let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-            out.push(TextPart { role, text });
-        }
-        Some(b'[') => {
-            let parts: Vec<Part> =
-                serde_json::from_str(raw.get()).map_err(|_| "content parts must be objects".to_string())?;
-            for p in parts {
-                match p.kind.as_deref() {
-                    Some(k) if k.ends_with("tool_result") => {
-                        if let Some(c) = p.content {
-                            content_texts(c, Role::Tool, out)?;
-                        }
-                    }
-                    Some("text" | "input_text" | "output_text") | None => {
-                        out.extend(p.text.map(|text| TextPart { role, text }))
-                    }
-                    Some("refusal") => out.extend(p.refusal.map(|text| TextPart { role, text })),
-                    Some(_) => {}
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-fn role_of(name: Option<&str>) -> Role {
-    match name {
-        Some("system" | "developer") => Role::System,
-        Some("assistant") => Role::Assistant,
-        Some("tool" | "function") => Role::Tool,
-        _ => Role::User,
-    }
-}
-
 impl<'a> RequestView<'a> {
-    /// Every text part of the request, by role, in order: system prompts, every message of
-    /// the history, the text parts of multimodal content, tool results, prompts and
-    /// embedding inputs. `Err` names a part that does not have the API's shape.
-    pub fn texts(&self, endpoint: Endpoint) -> Result<Vec<TextPart<'a>>, String> {
-        let f = &self.fields;
-        let mut out = Vec::new();
-        for sys in [f.system, f.instructions].into_iter().flatten() {
-            content_texts(sys, Role::System, &mut out)?;
+    /// The view of a body warden does not read (a GET, an upload).
+    fn empty(endpoint: Endpoint) -> RequestView<'a> {
+        RequestView {
+            endpoint,
+            model: None,
+            model_span: None,
+            stream: false,
+            fields: Fields::default(),
+            history: OnceCell::new(),
         }
-        let items = match endpoint {
-            Endpoint::Responses | Endpoint::Embeddings => f.input,
-            Endpoint::Completions => f.prompt,
-            _ => f.messages,
-        };
-        let Some(items) = items else { return Ok(out) };
-        match items.get().as_bytes().first() {
-            Some(b'"') => content_texts(items, Role::User, &mut out)?,
-            Some(b'[') => {
-                let values: Vec<&RawValue> =
-                    serde_json::from_str(items.get()).map_err(|_| "the input must be an array".to_string())?;
-                for v in values {
-                    if v.get().starts_with('"') {
-                        content_texts(v, Role::User, &mut out)?;
-                        continue;
-                    }
-                    if !v.get().starts_with('{') {
-                        continue;
-                    }
-                    let item: Item =
-                        serde_json::from_str(v.get()).map_err(|_| "messages must be objects".to_string())?;
-                    match (item.kind.as_deref(), item.output) {
-                        (Some(k), Some(output)) if k.ends_with("_call_output") => {
-                            content_texts(output, Role::Tool, &mut out)?;
-                        }
-                        _ => {
-                            if let Some(c) = item.content {
-                                content_texts(c, role_of(item.role.as_deref()), &mut out)?;
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        Ok(out)
+    }
+
+    /// The conversation: every text part by role, and the tool-use rounds. Read on first
+    /// use, once, whichever stage asks first. `Err` names a part that does not have the
+    /// API's shape (400).
+    pub fn history(&self) -> Result<&History<'a>, String> {
+        self.history.get_or_init(|| history::read(self.endpoint, &self.fields)).as_ref().map_err(Clone::clone)
     }
 
     /// The tool definitions the request declares, as raw JSON (their schemas inside).
@@ -324,7 +205,14 @@ fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Resu
             None => return Err(ProxyError::MissingField(field)),
         }
     }
-    Ok(RequestView { model, model_span: fields.model.map(|m| span(body, m)), stream, fields })
+    Ok(RequestView {
+        endpoint,
+        model,
+        model_span: fields.model.map(|m| span(body, m)),
+        stream,
+        fields,
+        history: OnceCell::new(),
+    })
 }
 
 /// A string field's value, escapes decoded.
@@ -403,10 +291,12 @@ mod tests {
         assert_eq!(err(Endpoint::Other, "file bytes"), "ok");
     }
 
+    use crate::provider::history::Role;
+
     fn texts(endpoint: Endpoint, body: serde_json::Value) -> Vec<(Role, String)> {
         let text = body.to_string();
         let v = view(endpoint, &Method::POST, text.as_bytes()).unwrap();
-        v.texts(endpoint).unwrap().into_iter().map(|t| (t.role, t.text.into_owned())).collect()
+        v.history().unwrap().texts.iter().map(|t| (t.role, t.text.to_string())).collect()
     }
 
     #[test]
