@@ -10,6 +10,20 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::http::body::{full, Body};
 use crate::provider::ApiFamily;
 
+/// One policy rule's objection to a request (built by `policy`, carried here so the error
+/// can name policy, rule and field).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub policy: String,
+    /// `limits.max_tokens`, `limits.models`, ...
+    pub rule: &'static str,
+    /// The request field at fault.
+    pub field: String,
+    pub message: String,
+    /// 403 for a denied model, 400 otherwise.
+    pub forbidden: bool,
+}
+
 /// Every way warden can refuse or fail a request. Messages never carry secrets: keys are
 /// [`crate::secret::Secret`] and never put into a variant.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +69,7 @@ pub enum ProxyError {
     #[error("upstream provider `{provider}` {}", .failure.describe())]
     Upstream { provider: String, failure: UpstreamFailure, detail: String },
     #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
-    PolicyViolation(Box<crate::policy::limits::Violation>),
+    PolicyViolation(Box<Violation>),
 }
 
 /// How an upstream call failed before its response head, and so whether the provider may

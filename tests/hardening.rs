@@ -411,3 +411,37 @@ async fn method_and_path_override_headers_never_reach_the_provider() {
         assert!(!seen.headers.contains_key(*name), "{name} reached the upstream");
     }
 }
+
+#[tokio::test]
+async fn fields_sent_as_null_are_replaced_never_repeated() {
+    let env = start().await;
+    let demo = ("authorization", "Bearer sk-warden-demo");
+    // A default token limit and the stream-usage option go where the null was: a lenient
+    // upstream keeps the last repeated key, so a second copy would undo the default.
+    let r = env.post("/v1/chat/completions", demo, &chat(json!({"max_completion_tokens": null}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.up.last();
+    assert_eq!(seen.json.as_ref().unwrap()["max_completion_tokens"], 1024);
+    assert_eq!(String::from_utf8_lossy(&seen.body).matches("max_completion_tokens").count(), 1);
+    let body = chat(json!({"stream": true, "stream_options": null}));
+    let r = env.post("/v1/chat/completions", demo, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.up.last();
+    assert_eq!(seen.json.as_ref().unwrap()["stream_options"]["include_usage"], true);
+    assert_eq!(String::from_utf8_lossy(&seen.body).matches("stream_options").count(), 1);
+    let r = env
+        .post(
+            "/v1/messages",
+            demo,
+            r#"{"model":"claude-haiku-4-5","max_tokens":null,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = env.up.last();
+    assert_eq!(seen.json.as_ref().unwrap()["max_tokens"], 1024);
+    assert_eq!(String::from_utf8_lossy(&seen.body).matches("max_tokens").count(), 1);
+    // A null model is not a missing one that routing could fill in: it is refused.
+    let r = env.post("/v1/chat/completions", demo, r#"{"model":null,"messages":[]}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "model");
+}

@@ -6,5 +6,6 @@ pub mod form;
 pub mod h1pool;
 pub mod headers;
 pub mod json;
+pub mod splice;
 pub mod sse;
 pub mod target;

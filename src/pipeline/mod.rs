@@ -160,9 +160,9 @@ where
         provider: Some(routed.provider.name.as_str()),
         path,
     };
-    let evaluated = policy::evaluate(&snap, &facts, &view, &body)?;
+    let mut evaluated = policy::evaluate(&snap, &facts, &view, &body)?;
     policy::record(app, cx, &evaluated.decision);
-    if let Some(v) = evaluated.decision.block {
+    if let Some(v) = evaluated.decision.block.take() {
         return Err(ProxyError::PolicyViolation(Box::new(v)));
     }
 
@@ -184,7 +184,7 @@ where
     let body = policy::rewrite(
         body,
         rewrite_model.map(|m| (m, model_span)),
-        &evaluated.decision.set_tokens,
+        std::mem::take(&mut evaluated.decision.edits),
         &evaluated.model_edits,
         usage_edit,
     );

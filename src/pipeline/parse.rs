@@ -1,13 +1,12 @@
-//! Request body helpers of the pipeline: the `model` of pass-through uploads, the edit that
-//! asks OpenAI streams for usage, and the splice that applies every edit to the body in one
-//! pass. The request view itself is the provider layer's ([`crate::provider::request`]).
-
-use std::ops::Range;
+//! Request body helpers of the pipeline: the `model` of pass-through uploads and the edit
+//! that asks OpenAI streams for usage. The request view itself is the provider layer's
+//! ([`crate::provider::request`]); edits are spliced by [`crate::http::splice`].
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
+use crate::http::splice::Edit;
 use crate::provider::request::{span, RequestView};
 use crate::provider::Endpoint;
 
@@ -61,77 +60,39 @@ pub fn ask_for_stream_usage(endpoint: Endpoint, view: &RequestView, body: &[u8])
     }
 }
 
-/// A change to one top-level field of a JSON object body.
-pub struct Edit {
-    /// The value's current range, or `None` to add the field.
-    pub span: Option<Range<usize>>,
-    /// Where the object that gets a new field opens (its `{`).
-    pub object: usize,
-    pub field: &'static str,
-    /// The new value, as JSON text.
-    pub value: String,
-}
-
-/// Applies edits by splicing bytes: the rest of the body is forwarded exactly as sent, and
-/// nothing is parsed or serialised again.
-pub fn splice(body: &[u8], mut edits: Vec<Edit>) -> bytes::Bytes {
-    // New fields go first in their object, right after its `{`.
-    let at = |e: &Edit| e.span.as_ref().map_or(e.object + 1, |r| r.start);
-    edits.sort_by_key(at);
-    let mut out = Vec::with_capacity(body.len() + 64);
-    let mut pos = 0;
-    for e in &edits {
-        match &e.span {
-            Some(r) if r.start >= pos && r.end <= body.len() => {
-                out.extend_from_slice(&body[pos..r.start]);
-                out.extend_from_slice(e.value.as_bytes());
-                pos = r.end;
-            }
-            Some(_) => {}
-            None => {
-                let open = e.object;
-                if body.get(open) != Some(&b'{') || pos > open + 1 {
-                    continue;
-                }
-                out.extend_from_slice(&body[pos..=open]);
-                let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-                out.extend_from_slice(format!("\"{}\":{}", e.field, e.value).as_bytes());
-                if !empty {
-                    out.push(b',');
-                }
-                pos = open + 1;
-            }
-        }
-    }
-    out.extend_from_slice(&body[pos..]);
-    out.into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::splice::splice;
     use crate::provider::request::view;
     use http::Method;
 
+    fn asked(body: &str) -> String {
+        let v = view(Endpoint::ChatCompletions, &Method::POST, body.as_bytes()).unwrap();
+        match ask_for_stream_usage(Endpoint::ChatCompletions, &v, body.as_bytes()) {
+            Some(edit) => String::from_utf8(splice(body.as_bytes(), vec![edit]).to_vec()).unwrap(),
+            None => "unchanged".into(),
+        }
+    }
+
     #[test]
-    fn splice_replaces_and_inserts_without_touching_the_rest() {
-        let body = br#"{ "model" : "fast", "messages":[{"content":"x  y"}], "max_tokens": 900 }"#;
-        let v = view(Endpoint::ChatCompletions, &Method::POST, body).unwrap();
-        let edits = vec![
-            Edit { span: v.model_span.clone(), object: 0, field: "model", value: "\"gpt-4o-mini\"".into() },
-            Edit { span: None, object: 0, field: "max_completion_tokens", value: "512".into() },
-        ];
-        let out = splice(body, edits);
+    fn asks_streams_for_usage_only_when_the_client_did_not() {
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            r#"{"max_completion_tokens":512, "model" : "gpt-4o-mini", "messages":[{"content":"x  y"}], "max_tokens": 900 }"#
+            asked(r#"{"model":"m","messages":[],"stream":true}"#),
+            r#"{"stream_options":{"include_usage":true},"model":"m","messages":[],"stream":true}"#
         );
         assert_eq!(
-            &splice(b"{ }", vec![Edit { span: None, object: 0, field: "n", value: "1".into() }])[..],
-            br#"{"n":1 }"#
+            asked(r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":false}}"#),
+            r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#
         );
-        let nested = br#"{"requests":[{"params":{"model":"m"}}]}"#;
-        let edits = vec![Edit { span: None, object: 23, field: "max_tokens", value: "5".into() }];
-        assert_eq!(&splice(nested, edits)[..], br#"{"requests":[{"params":{"max_tokens":5,"model":"m"}}]}"#);
+        assert_eq!(
+            asked(r#"{"model":"m","messages":[],"stream":true,"stream_options":null}"#),
+            r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        assert_eq!(
+            asked(r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#),
+            "unchanged"
+        );
+        assert_eq!(asked(r#"{"model":"m","messages":[]}"#), "unchanged");
     }
 }

@@ -11,11 +11,11 @@ use crate::config::Snapshot;
 use crate::error::ProxyError;
 pub use crate::policy::compile::Facts;
 use crate::policy::evaluate::Evaluated;
-use crate::policy::limits::{Decision, SetTokens};
+use crate::policy::verdict::{Decision, PolicyEdit};
 use crate::state::AppState;
 
 use super::ctx::RequestCtx;
-use super::parse::{splice, Edit};
+use crate::http::splice::{splice, Edit};
 use crate::provider::request::RequestView;
 
 pub fn evaluate<'s>(
@@ -43,23 +43,22 @@ pub fn record(app: &AppState, cx: &mut RequestCtx, d: &Decision) {
         cx.would_block =
             Some(d.would_block.iter().map(|v| format!("{}:{}", v.policy, v.rule)).collect::<Vec<_>>().join(","));
     }
-    for t in &d.set_tokens {
-        let what = if t.clamped { "clamp" } else { "default" };
-        m.with_label_values(&[t.policy.as_str(), "limits.max_tokens", what]).inc();
+    for e in &d.edits {
+        m.with_label_values(&[e.policy.as_str(), e.rule, e.action]).inc();
     }
 }
 
-/// Applies an alias's model name, nested batch requests' aliases and the policies' token
-/// limits by splicing the body in one pass: the rest is forwarded byte for byte, and nothing
+/// Applies an alias's model name, nested batch requests' aliases and every policy section's
+/// edits by splicing the body in one pass: the rest is forwarded byte for byte, and nothing
 /// is serialised again. A body that needs no change is returned as it came.
 pub fn rewrite(
     body: Bytes,
     model: Option<(&str, Option<Range<usize>>)>,
-    tokens: &[SetTokens],
+    policy_edits: Vec<PolicyEdit>,
     nested_models: &[(Range<usize>, String)],
     extra: Option<Edit>,
 ) -> Bytes {
-    if model.is_none() && tokens.is_empty() && nested_models.is_empty() && extra.is_none() {
+    if model.is_none() && policy_edits.is_empty() && nested_models.is_empty() && extra.is_none() {
         return body;
     }
     let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
@@ -67,9 +66,7 @@ pub fn rewrite(
     if let Some((name, span)) = model {
         edits.push(Edit { span, object: top, field: "model", value: serde_json::Value::from(name).to_string() });
     }
-    for t in tokens {
-        edits.push(Edit { span: t.span.clone(), object: t.object, field: t.field, value: t.value.to_string() });
-    }
+    edits.extend(policy_edits.into_iter().map(|e| e.edit));
     for (span, name) in nested_models {
         edits.push(Edit {
             span: Some(span.clone()),

@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::compile::Facts;
-use super::limits::{decide, Decision};
+use super::limits::decide;
+use super::verdict::Decision;
 use crate::config::Snapshot;
 use crate::provider::request::{span, view, Fields, RequestView};
 
@@ -36,7 +37,8 @@ pub fn evaluate<'s>(
 ) -> Result<Evaluated<'s>, String> {
     let policies = snap.policies.resolve(facts);
     let object = body.iter().position(|b| *b == b'{').unwrap_or(0);
-    let mut decision = decide(&policies, facts, request, body, object)?;
+    let mut decision = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
+    decision.apply(decide(&policies, facts, request, body, object)?);
     let mut model_edits = Vec::new();
     let Some(item_endpoint) = facts.endpoint.batch_item() else { return Ok(Evaluated { decision, model_edits }) };
     for (i, params) in batch_params(&request.fields)?.into_iter().enumerate() {
@@ -60,17 +62,18 @@ pub fn evaluate<'s>(
         }
         let item_facts = Facts { endpoint: item_endpoint, model: Some(model), upstream_model: upstream, ..*facts };
         let item_policies = snap.policies.resolve(&item_facts);
-        let mut d = decide(&item_policies, &item_facts, &item, body, at.start)?;
-        for v in d.block.iter_mut().chain(d.would_block.iter_mut()) {
+        let mut verdict = decide(&item_policies, &item_facts, &item, body, at.start)?;
+        let objections = verdict.edits.iter_mut().filter_map(|e| e.objection.as_mut());
+        for v in verdict.findings.iter_mut().map(|(_, v)| v).chain(objections) {
             v.message = format!("requests[{i}]: {}", v.message);
             v.field = format!("requests[{i}].params.{}", v.field);
         }
-        for name in &d.applied {
-            if !decision.applied.contains(name) {
-                decision.applied.push(name);
+        for p in &item_policies {
+            if !decision.applied.contains(&p.name.as_str()) {
+                decision.applied.push(p.name.as_str());
             }
         }
-        decision.merge(d);
+        decision.apply(verdict);
     }
     Ok(Evaluated { decision, model_edits })
 }

@@ -12,79 +12,62 @@ use serde_json::value::RawValue;
 
 use super::compile::{Facts, Limits, Policy, Range as Bounds, Rule};
 use super::tools::tool_names;
+use super::verdict::{PolicyEdit, Verdict, Violation};
 use super::{Mode, OnExceed};
+use crate::http::splice::Edit;
 use crate::provider::request::RequestView;
 use crate::provider::Endpoint;
 
-/// One rule's objection to a request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Violation {
-    pub policy: String,
-    /// `limits.max_tokens`, `limits.models`, ...
-    pub rule: &'static str,
-    /// The request field at fault.
-    pub field: String,
-    pub message: String,
-    /// 403 for a denied model, 400 otherwise.
-    pub forbidden: bool,
-}
-
 /// A change a policy makes to the request's output-token limit before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetTokens {
-    pub field: &'static str,
-    pub value: u64,
+struct SetTokens {
+    field: &'static str,
+    value: u64,
     /// Where the request's own value sits in the body (`None`: the field is added).
-    pub span: Option<Range<usize>>,
+    span: Option<Range<usize>>,
     /// Where the object the field belongs to opens (`{`): the top-level body, or a nested
     /// batch request.
-    pub object: usize,
-    pub policy: String,
+    object: usize,
+    policy: String,
     /// Lowered from a larger request value (`clamp`), as opposed to filled in (`default`).
-    pub clamped: bool,
+    clamped: bool,
+    mode: Mode,
 }
 
-/// Everything the policies decided for one request.
-#[derive(Debug, Default)]
-pub struct Decision<'p> {
-    /// Names of the policies that applied, in order (borrowed from the snapshot).
-    pub applied: Vec<&'p str>,
-    /// The first enforcing violation: the request is refused.
-    pub block: Option<Violation>,
-    /// Violations of rules in monitor mode: recorded, not enforced.
-    pub would_block: Vec<Violation>,
-    /// Token limits to set, at most one per field and object (the smallest value wins).
-    pub set_tokens: Vec<SetTokens>,
+impl SetTokens {
+    fn new(
+        field: &'static str,
+        value: u64,
+        policy: &str,
+        span: Option<Range<usize>>,
+        object: usize,
+        mode: Mode,
+        clamped: bool,
+    ) -> SetTokens {
+        SetTokens { field, value, span, object, policy: policy.to_string(), clamped, mode }
+    }
 }
 
-impl Decision<'_> {
-    /// The token limit set on the top-level request object, if any.
-    pub fn top_tokens(&self) -> Option<&SetTokens> {
-        self.set_tokens.iter().min_by_key(|t| t.object)
-    }
-
-    /// Folds a nested request's decision into this one.
-    pub fn merge(&mut self, other: Decision<'_>) {
-        if self.block.is_none() {
-            self.block = other.block;
-        }
-        self.would_block.extend(other.would_block);
-        self.set_tokens.extend(other.set_tokens);
-    }
+/// The verdict being built, and the token limits to set: at most one per field and object
+/// (the smallest value wins), turned into edits at the end.
+#[derive(Default)]
+struct Checks {
+    verdict: Verdict,
+    set_tokens: Vec<(SetTokens, Option<Violation>)>,
 }
 
 /// Applies the policies' `limits` to a request: `view` is the request view the parse stage
 /// built (no second scan of the body), `body` the bytes it points into,
 /// `object` where the request object opens in `body`.
 /// `Err` names a field the rules need that does not have the API's shape (400).
-pub fn decide<'p>(
-    policies: &[&'p Policy],
+pub fn decide(
+    policies: &[&Policy],
     facts: &Facts,
     view: &RequestView,
     body: &[u8],
     object: usize,
-) -> Result<Decision<'p>, String> {
-    let mut d = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
+) -> Result<Verdict, String> {
+    let mut d = Checks::default();
     if facts.endpoint == Endpoint::Other {
         check_extra_path(policies, facts, &mut d);
     }
@@ -92,7 +75,7 @@ pub fn decide<'p>(
         check_file_batches(policies, &mut d);
     }
     if !needs_body(policies) {
-        return Ok(d);
+        return Ok(d.verdict);
     }
     let req = Request::read(facts.endpoint, view, body)?;
     for p in policies {
@@ -100,11 +83,20 @@ pub fn decide<'p>(
             check(p, limits, facts, &req, object, &mut d);
         }
     }
-    Ok(d)
+    let mut verdict = d.verdict;
+    verdict.edits.extend(d.set_tokens.into_iter().map(|(t, objection)| PolicyEdit {
+        mode: t.mode,
+        action: if t.clamped { "clamp" } else { "default" },
+        rule: "limits.max_tokens",
+        edit: Edit { span: t.span, object: t.object, field: t.field, value: t.value.to_string() },
+        policy: t.policy,
+        objection,
+    }));
+    Ok(verdict)
 }
 
 /// Every policy with a `limits` section must list an unnamed path for it to pass.
-fn check_extra_path(policies: &[&Policy], facts: &Facts, d: &mut Decision) {
+fn check_extra_path(policies: &[&Policy], facts: &Facts, d: &mut Checks) {
     for p in policies {
         let Some(l) = &p.limits else { continue };
         if !l.extra_paths.value.iter().any(|g| g.matches(facts.path)) {
@@ -121,7 +113,7 @@ fn check_extra_path(policies: &[&Policy], facts: &Facts, d: &mut Decision) {
 }
 
 /// OpenAI file batches pass only when a matching policy allows them and none forbids them.
-fn check_file_batches(policies: &[&Policy], d: &mut Decision) {
+fn check_file_batches(policies: &[&Policy], d: &mut Checks) {
     let says =
         |want: bool| policies.iter().find(|p| p.limits.as_ref().and_then(|l| l.allow_file_batches) == Some(want));
     let (policy, why) = match (says(false), says(true)) {
@@ -138,15 +130,15 @@ fn check_file_batches(policies: &[&Policy], d: &mut Decision) {
         message,
         forbidden: true,
     };
-    if d.block.is_none() {
-        d.block = Some(v);
-    }
+    d.verdict.object(Mode::Enforce, v);
 }
 
 /// What the rules look at, extracted once per request.
 struct Request<'a> {
     /// Every output-token limit the request names: field, value, and where it sits.
     tokens: Vec<(&'static str, f64, Range<usize>)>,
+    /// Token-limit fields sent as `null`: where they sit.
+    null_tokens: Vec<(&'static str, Range<usize>)>,
     /// `n` and `best_of`: how many candidates the upstream generates.
     choices: Vec<(&'static str, f64)>,
     temperature: Option<f64>,
@@ -167,10 +159,13 @@ impl<'a> Request<'a> {
     fn read(endpoint: Endpoint, view: &RequestView<'a>, body: &[u8]) -> Result<Request<'a>, String> {
         let f = &view.fields;
         let mut tokens = Vec::new();
+        let mut null_tokens = Vec::new();
         for name in endpoint.max_tokens_fields() {
             if let Some(raw) = f.get(name) {
-                if let Some(value) = number(Some(raw), name)? {
-                    tokens.push((*name, value, crate::provider::request::span(body, raw)));
+                let at = crate::provider::request::span(body, raw);
+                match number(Some(raw), name)? {
+                    Some(value) => tokens.push((*name, value, at)),
+                    None => null_tokens.push((*name, at)),
                 }
             }
         }
@@ -182,6 +177,7 @@ impl<'a> Request<'a> {
         }
         Ok(Request {
             tokens,
+            null_tokens,
             choices,
             temperature: number(f.temperature, "temperature")?,
             top_p: number(f.top_p, "top_p")?,
@@ -196,15 +192,11 @@ pub fn needs_body(policies: &[&Policy]) -> bool {
     policies.iter().any(|p| p.limits.is_some())
 }
 
-fn record<T>(d: &mut Decision, rule: &Rule<T>, v: Violation) {
-    match rule.mode {
-        Mode::Enforce if d.block.is_none() => d.block = Some(v),
-        Mode::Enforce => {}
-        Mode::Monitor => d.would_block.push(v),
-    }
+fn record<T>(d: &mut Checks, rule: &Rule<T>, v: Violation) {
+    d.verdict.object(rule.mode, v);
 }
 
-fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, object: usize, d: &mut Decision) {
+fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, object: usize, d: &mut Checks) {
     let violation = |rule: &'static str, field: &str, message: String| Violation {
         policy: p.name.clone(),
         rule,
@@ -231,17 +223,20 @@ fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, object: usize, d: &mu
             if *v <= c.max as f64 {
                 continue;
             }
-            match (c.on_exceed, rule.mode) {
-                (OnExceed::Clamp, Mode::Enforce) => set_tokens(d, name, c.max, &p.name, Some(span.clone()), object),
-                _ => record(
-                    d,
-                    rule,
-                    violation("limits.max_tokens", name, format!("`{name}` is {v}, above the ceiling of {}", c.max)),
-                ),
+            let objection =
+                violation("limits.max_tokens", name, format!("`{name}` is {v}, above the ceiling of {}", c.max));
+            match c.on_exceed {
+                OnExceed::Clamp => {
+                    let edit = SetTokens::new(name, c.max, &p.name, Some(span.clone()), object, rule.mode, true);
+                    set_tokens(d, edit, Some(objection));
+                }
+                _ => record(d, rule, objection),
             }
         }
-        if let (true, Some(field), Mode::Enforce) = (req.tokens.is_empty(), f.endpoint.max_tokens_field(), rule.mode) {
-            set_tokens(d, field, c.default, &p.name, None, object);
+        if let (true, Some(field)) = (req.tokens.is_empty(), f.endpoint.max_tokens_field()) {
+            // A field sent as `null` is replaced, not repeated.
+            let null = req.null_tokens.iter().find(|(n, _)| *n == field).map(|(_, r)| r.clone());
+            set_tokens(d, SetTokens::new(field, c.default, &p.name, null, object, rule.mode, false), None);
         }
     }
 
@@ -279,22 +274,14 @@ fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, object: usize, d: &mu
     }
 }
 
-fn set_tokens(
-    d: &mut Decision,
-    field: &'static str,
-    value: u64,
-    policy: &str,
-    span: Option<Range<usize>>,
-    object: usize,
-) {
-    // Per field and object the smallest value wins; on a tie the earlier (higher-priority)
-    // policy keeps its name.
-    let clamped = span.is_some();
-    let new = SetTokens { field, value, span, object, policy: policy.to_string(), clamped };
-    match d.set_tokens.iter_mut().find(|t| t.field == field && t.object == object) {
-        Some(t) if value < t.value => *t = new,
+/// Per field and object the smallest value wins; on a tie the earlier (higher-priority)
+/// policy keeps its name. Monitored and enforced limits compete alike, so a monitored rule
+/// records exactly what it would have done.
+fn set_tokens(d: &mut Checks, new: SetTokens, objection: Option<Violation>) {
+    match d.set_tokens.iter_mut().find(|(t, _)| t.field == new.field && t.object == new.object) {
+        Some((t, o)) if new.value < t.value => (*t, *o) = (new, objection),
         Some(_) => {}
-        None => d.set_tokens.push(new),
+        None => d.set_tokens.push((new, objection)),
     }
 }
 

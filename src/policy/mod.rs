@@ -17,6 +17,7 @@ pub mod reload;
 pub mod schema_gen;
 pub mod testing;
 pub mod tools;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

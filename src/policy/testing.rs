@@ -156,7 +156,7 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
         (None, Some(v)) => (Expected::WouldBlock, Some(v)),
         (None, None) => (Expected::Allow, None),
     };
-    let describe = |v: Option<&super::limits::Violation>| {
+    let describe = |v: Option<&super::verdict::Violation>| {
         v.map_or_else(
             || "no rule objected".to_string(),
             |v| format!("policy `{}` rule `{}`: {}", v.policy, v.rule, v.message),
@@ -182,7 +182,9 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
         }
     }
     if let Some(want) = e.max_tokens {
-        let got = d.top_tokens().map(|s| s.value);
+        // The limit set on the request object itself (a batch's nested ones sit further in).
+        let top = d.edits.iter().filter(|e| e.rule == "limits.max_tokens").min_by_key(|e| e.edit.object);
+        let got = top.and_then(|e| e.edit.value.parse::<u64>().ok());
         let original =
             endpoint.max_tokens_fields().iter().find_map(|f| case.request.get(*f).and_then(serde_json::Value::as_u64));
         if got.or(original) != Some(want) {

@@ -31,63 +31,69 @@ pub struct RequestView<'a> {
     history: OnceCell<Result<History<'a>, String>>,
 }
 
-/// Top-level fields as raw slices of the body.
+/// Top-level fields as raw slices of the body. A field sent as `null` is `Some("null")`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Fields<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub model: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub stream: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub messages: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub input: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub tools: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub max_completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub max_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub max_output_tokens: Option<&'a RawValue>,
     /// Anthropic's legacy `/v1/complete`, reachable only as a pass-through path.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub max_tokens_to_sample: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub n: Option<&'a RawValue>,
     /// Legacy completions: how many candidates are generated server-side (like `n`).
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub best_of: Option<&'a RawValue>,
     /// Legacy OpenAI function calling: tools by another name.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub functions: Option<&'a RawValue>,
     /// Anthropic remote MCP servers: tools the model may call through the provider.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub mcp_servers: Option<&'a RawValue>,
     /// Anthropic's system prompt.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub system: Option<&'a RawValue>,
     /// Responses' system prompt.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub instructions: Option<&'a RawValue>,
     /// Completions' prompt.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub prompt: Option<&'a RawValue>,
     /// Structured-output request (OpenAI chat `response_format`, Responses `text.format`).
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub response_format: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub text: Option<&'a RawValue>,
     /// OpenAI `stream_options` (`include_usage`).
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub stream_options: Option<&'a RawValue>,
     /// Anthropic message batches: the nested requests.
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub requests: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub temperature: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub top_p: Option<&'a RawValue>,
+}
+
+/// A field that is present, `null` included: a `null` is a value the upstream reads (and
+/// a field warden adds must replace it, never sit beside it as a repeated key).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 impl<'a> Fields<'a> {
