@@ -71,8 +71,9 @@ pub fn authenticate(snap: &Snapshot, headers: &HeaderMap, conn: &ConnInfo) -> Re
 }
 
 /// The credential the upstream receives.
-pub enum UpstreamCredential<'a> {
-    Provider(&'a Secret),
+pub enum Credential {
+    /// The provider's own key from `proxy.yaml`.
+    Provider,
     Client(Secret),
     /// The in-process mock needs none.
     None,
@@ -88,11 +89,11 @@ pub fn admit(identity: &Identity, provider: &Provider) -> Result<(), ProxyError>
 }
 
 /// Checks that the identity may use the routed provider and picks the upstream credential.
-pub fn authorize<'a>(
+pub fn authorize(
     snap: &Snapshot,
     identity: Identity,
-    provider: &'a Arc<Provider>,
-) -> Result<(Option<Arc<VirtualKey>>, UpstreamCredential<'a>), ProxyError> {
+    provider: &Arc<Provider>,
+) -> Result<(Option<Arc<VirtualKey>>, Credential), ProxyError> {
     match identity {
         Identity::Key(key) => {
             if let Some(allowed) = &key.providers {
@@ -104,8 +105,8 @@ pub fn authorize<'a>(
                 }
             }
             let cred = match (&provider.key, &provider.transport) {
-                (Some(secret), _) => UpstreamCredential::Provider(secret),
-                (None, crate::config::Transport::Mock) => UpstreamCredential::None,
+                (Some(_), _) => Credential::Provider,
+                (None, crate::config::Transport::Mock) => Credential::None,
                 (None, crate::config::Transport::Http { .. } | crate::config::Transport::H1 { .. }) => {
                     return Err(ProxyError::Forbidden(format!(
                         "provider `{}` only accepts clients' own provider keys (passthrough)",
@@ -115,7 +116,7 @@ pub fn authorize<'a>(
             };
             Ok((Some(key), cred))
         }
-        Identity::Unverified { secret, .. } if provider.passthrough => Ok((None, UpstreamCredential::Client(secret))),
+        Identity::Unverified { secret, .. } if provider.passthrough => Ok((None, Credential::Client(secret))),
         Identity::Unverified { .. } => Err(ProxyError::Unauthorized(INVALID)),
     }
 }

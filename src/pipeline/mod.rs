@@ -11,15 +11,18 @@
 //!       ─ parse::view              JSON with unique keys at every depth; 400 naming a field
 //!       ─ route::resolve           model/alias → provider from config only (no SSRF)
 //!       ─ route::check_extra_path  unnamed paths only where the provider lists them (404)
-//!       ─ policy::evaluate         matching policies' `limits` → block / monitor / clamp;
+//!       ─ policy::evaluate         each section of the matching policies returns a Verdict;
+//!                                  Decision::apply turns monitored blocks into records, once;
 //!                                  each nested batch request as if sent alone
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
-//!       ─ policy::rewrite          aliases and token limits spliced into the body in one pass
+//!       ─ policy::rewrite          aliases and every section's edits spliced in one pass
 //!       ─ upstream::send           credential swap, first-byte timeout
 //!       ─ respond::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502)
+//!     → Reply::Exchange            response + outgoing request + provider + credential + guard
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB; SSE held
 //!                   to the stream failure contract (stream.rs): whole events, checked,
-//!                   and the API's error event if the stream fails after its 200
+//!                   and the API's error event if the stream fails after its 200; the
+//!                   last bytes wait for the guard's settlement (exchange.rs)
 //!   finish (Drop) ─ metrics + one log line, when the body ends or the client goes
 //! ```
 //!
@@ -28,6 +31,7 @@
 
 pub mod auth;
 pub mod ctx;
+pub mod exchange;
 pub mod finish;
 pub mod parse;
 pub mod policy;
@@ -36,6 +40,7 @@ pub mod route;
 pub mod stream;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +54,7 @@ use crate::policy::evaluate::batch_model;
 use crate::provider::{ApiFamily, Endpoint, FORWARDED_METHODS};
 use crate::state::AppState;
 use ctx::{ConnInfo, RequestCtx};
+use exchange::{Exchange, Reply};
 use finish::Finish;
 use respond::BodyTimeouts;
 
@@ -67,7 +73,8 @@ where
         Err(e) => Err(e),
     };
     match result {
-        Ok((resp, timeouts)) => respond::wrap(fin, resp, timeouts),
+        Ok(Reply::Local(resp)) => respond::wrap(fin, resp, None),
+        Ok(Reply::Exchange(x)) => respond::wrap(fin, x.response, Some((x.timeouts, x.guard))),
         Err(e) => {
             fin.cx.error_kind = Some(e.kind());
             fin.cx.error_detail = e.detail();
@@ -78,12 +85,7 @@ where
     }
 }
 
-async fn run<B>(
-    app: &AppState,
-    cx: &mut RequestCtx,
-    req: Request<B>,
-    path: &str,
-) -> Result<(Response<Body>, Option<BodyTimeouts>), ProxyError>
+async fn run<B>(app: &AppState, cx: &mut RequestCtx, req: Request<B>, path: &str) -> Result<Reply, ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<crate::http::body::BoxError>,
@@ -107,7 +109,7 @@ where
 
     if endpoint == Endpoint::Models {
         let body = cx.family.dialect().models_body(&route::visible_models(&snap, identity.key()));
-        return Ok((json_response(http::StatusCode::OK, body), None));
+        return Ok(Reply::Local(json_response(http::StatusCode::OK, body)));
     }
 
     let (parts, body) = req.into_parts();
@@ -188,23 +190,21 @@ where
         &evaluated.model_edits,
         usage_edit,
     );
-    let provider = &routed.provider;
-    let out = upstream::Outgoing {
-        method: parts.method,
-        path: endpoint.canonical_path().unwrap_or(path),
-        query: parts.uri.query(),
-        headers: parts.headers,
-        body,
-        family: cx.family,
+    let provider = routed.provider;
+    let path = match endpoint.canonical_path() {
+        Some(p) => Cow::Borrowed(p),
+        None => Cow::Owned(path.to_string()),
     };
-    let (resp, waited) = upstream::send(&app.transports, provider, credential, out).await?;
+    let request = upstream::Outgoing::new(parts.method, path, parts.uri.query(), parts.headers, body, cx.family);
+    let guard = exchange::Guard::default();
+    let (resp, waited) = upstream::send(&app.transports, &provider, &credential, &request).await?;
     cx.upstream_wait = waited;
     app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
     let timeouts = BodyTimeouts {
         between_chunks: provider.timeouts.between_chunks,
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
-    let resp = if endpoint.returns_json() {
+    let response = if endpoint.returns_json() {
         let (resp, usage, output) = respond::checked_json(
             resp,
             &timeouts,
@@ -221,7 +221,7 @@ where
     } else {
         resp
     };
-    Ok((resp, Some(timeouts)))
+    Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }))
 }
 
 /// Reads the request body within the size limit and `body_read_timeout`. Compressed bodies

@@ -14,6 +14,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
+use super::exchange::{End, Guard, SETTLE_WAIT};
 use super::finish::{Finish, Outcome};
 use super::stream::SseWatch;
 use crate::error::ErrorClass;
@@ -28,7 +29,9 @@ pub struct BodyTimeouts {
     pub deadline: Instant,
 }
 
-pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts>) -> Response<Body> {
+/// Finalises a response. `upstream`: the body timeouts and the exchange's guard, for a
+/// response that came from a provider.
+pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeouts, Guard)>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     sanitize_response(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(&fin.cx.id) {
@@ -49,20 +52,32 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, timeouts: Option<BodyTimeouts
     if http_body::Body::is_end_stream(&body) {
         fin.outcome = Outcome::Complete;
     }
-    let (idle, deadline) = match timeouts {
-        Some(t) => (
+    let (idle, deadline, guard) = match upstream {
+        Some((t, guard)) => (
             Some(IdleTimer {
                 every: t.between_chunks,
                 last_frame: tokio::time::Instant::now(),
                 sleep: Box::pin(tokio::time::sleep(t.between_chunks)),
             }),
             Some(Box::pin(tokio::time::sleep_until(t.deadline.into()))),
+            guard,
         ),
-        None => (None, None),
+        None => (None, None, Guard::default()),
     };
     let sse = is_event_stream(&parts)
         .then(|| Box::new(SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage, fin.cx.collect_output)));
-    let body = Observed { inner: body, idle, deadline, fin, sse, held: None, ended: false, flushed: false };
+    let body = Observed {
+        inner: body,
+        idle,
+        deadline,
+        fin,
+        sse,
+        held: None,
+        ended: false,
+        flushed: false,
+        guard,
+        settling: None,
+    };
     Response::from_parts(parts, body.boxed_unsync())
 }
 
@@ -191,6 +206,16 @@ struct Observed {
     /// An error is held back for one poll so that hyper writes out the data before it: on an
     /// error hyper drops the connection, and frames it had not flushed yet would be lost.
     flushed: bool,
+    /// The exchange's settlers, completed when the body ends or is dropped.
+    guard: Guard,
+    /// The settlement running at the end of the body, and the last bytes waiting for it.
+    settling: Option<Settling>,
+}
+
+struct Settling {
+    task: tokio::task::JoinHandle<()>,
+    wait: Pin<Box<Sleep>>,
+    last: Option<Bytes>,
 }
 
 /// Frames already waiting upstream are sent to the client in one write: streams still flow
@@ -236,6 +261,15 @@ impl Batch {
 }
 
 impl Observed {
+    /// The usage seen so far: what the stream reported (or its estimate), or what the
+    /// non-streamed body said.
+    fn usage(&self) -> Option<Usage> {
+        match &self.sse {
+            Some(w) => Some(w.usage(self.fin.cx.request_bytes)),
+            None => self.fin.cx.usage,
+        }
+    }
+
     /// Ends an SSE stream that broke the contract with the API's error event.
     fn fail(&mut self, outcome: Outcome, class: ErrorClass, why: &'static str) -> Bytes {
         self.fin.outcome = outcome;
@@ -352,12 +386,19 @@ impl Observed {
 }
 
 impl Drop for Observed {
-    /// Hands what the stream reported to the always-run tail before it runs.
+    /// Hands what the stream reported to the always-run tail before it runs, and settles the
+    /// exchange if its end was never reached (the client went away): on its own task, with
+    /// the usage seen so far.
     fn drop(&mut self) {
         if let Some(w) = &mut self.sse {
             self.fin.cx.usage = Some(w.usage(self.fin.cx.request_bytes));
             self.fin.cx.output = w.output.take();
         }
+        let outcome = match self.fin.outcome {
+            Outcome::Pending => Outcome::ClientClosed,
+            o => o,
+        };
+        drop(self.guard.complete(End { outcome, usage: self.fin.cx.usage }));
     }
 }
 
@@ -367,6 +408,17 @@ impl http_body::Body for Observed {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(s) = &mut this.settling {
+            let settled = Pin::new(&mut s.task).poll(cx).is_ready() || s.wait.as_mut().poll(cx).is_ready();
+            if !settled {
+                return Poll::Pending;
+            }
+            let last = s.last.take();
+            this.settling = None;
+            if let Some(data) = last {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+        }
         if matches!(this.held, Some(Err(_))) && !this.flushed && this.fin.bytes > 0 {
             this.flushed = true;
             cx.waker().wake_by_ref();
@@ -380,11 +432,23 @@ impl http_body::Body for Observed {
         }
         let mut batch = Batch::default();
         this.gather(cx, &mut batch);
-        if let Some(data) = batch.take() {
+        let data = batch.take();
+        if let Some(data) = &data {
             if this.fin.ttfb.is_none() {
                 this.fin.ttfb = Some(this.fin.cx.start.elapsed());
             }
             this.fin.bytes += data.len() as u64;
+        }
+        // The body has ended: its last bytes wait for the exchange to settle.
+        if this.ended && !this.guard.is_empty() {
+            let end = End { outcome: this.fin.outcome, usage: this.usage() };
+            if let Some(task) = this.guard.complete(end) {
+                let wait = Box::pin(tokio::time::sleep(SETTLE_WAIT));
+                this.settling = Some(Settling { task, wait, last: data });
+                return Pin::new(this).poll_frame(cx);
+            }
+        }
+        if let Some(data) = data {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if this.held.is_some() || this.ended {
@@ -396,7 +460,10 @@ impl http_body::Body for Observed {
     fn is_end_stream(&self) -> bool {
         // hyper stops polling once the body says it has ended, so an SSE stream that has
         // not seen its final event is never at its end: its error event is still to come.
+        // Nor is a body whose exchange has yet to settle.
         self.held.is_none()
+            && self.settling.is_none()
+            && self.guard.is_empty()
             && (self.ended || (self.inner.is_end_stream() && self.sse.as_ref().is_none_or(|w| w.terminal)))
     }
 
@@ -409,3 +476,109 @@ impl http_body::Body for Observed {
 }
 
 use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::ctx::{ConnInfo, RequestCtx};
+    use crate::pipeline::exchange::{Settle, SettleFuture};
+    use crate::provider::ApiFamily;
+    use std::sync::{Arc, Mutex};
+
+    /// A body fed by the test, frame by frame.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl http_body::Body for Fed {
+        type Data = Bytes;
+        type Error = BodyError;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// Settles when the test says so, recording what it was told.
+    struct Gate(Option<tokio::sync::oneshot::Receiver<()>>, Arc<Mutex<Option<End>>>);
+
+    impl Settle for Gate {
+        fn settle(mut self: Box<Self>, end: End) -> SettleFuture {
+            Box::pin(async move {
+                *self.1.lock().unwrap() = Some(end);
+                if let Some(rx) = self.0.take() {
+                    let _ = rx.await;
+                }
+            })
+        }
+    }
+
+    fn finish() -> Finish {
+        let yaml = "providers:\n  - { name: up, kind: mock }\n";
+        let snap = crate::config::load_str("t.yaml", yaml, std::path::Path::new("."), &|_: &str| None)
+            .map_err(|d| d[0].to_string())
+            .unwrap();
+        let app = crate::state::AppState::new(snap);
+        let conn = ConnInfo { peer: "127.0.0.1:1".parse().unwrap() };
+        let cx = RequestCtx::begin(app.snapshot.load_full(), conn, http::Method::POST, ApiFamily::OpenAi);
+        Finish::new(app, cx)
+    }
+
+    fn poll(body: &mut Body) -> Poll<Option<Bytes>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        Pin::new(body).poll_frame(&mut cx).map(|f| f.map(|f| f.unwrap().into_data().unwrap()))
+    }
+
+    async fn settle_a_little() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_bytes_wait_for_the_exchange_to_settle() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (open, gate) = tokio::sync::oneshot::channel();
+        let told = Arc::new(Mutex::new(None));
+        let mut guard = Guard::default();
+        guard.push(Box::new(Gate(Some(gate), told.clone())));
+        let t = BodyTimeouts {
+            between_chunks: Duration::from_secs(60),
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        let resp = Response::new(Fed(rx).boxed_unsync());
+        let mut fin = finish();
+        fin.cx.usage = Some(Usage { output: 3, ..Usage::default() });
+        let mut body = wrap(fin, resp, Some((t, guard))).into_body();
+        tx.send(Bytes::from_static(b"first")).unwrap();
+        assert_eq!(poll(&mut body), Poll::Ready(Some(Bytes::from_static(b"first"))));
+        tx.send(Bytes::from_static(b"last")).unwrap();
+        drop(tx);
+        assert_eq!(poll(&mut body), Poll::Pending, "the last bytes went out before the settlement");
+        settle_a_little().await;
+        assert_eq!(poll(&mut body), Poll::Pending);
+        let end = told.lock().unwrap().unwrap();
+        assert_eq!((end.outcome, end.usage.map(|u| u.output)), (Outcome::Complete, Some(3)));
+        open.send(()).unwrap();
+        settle_a_little().await;
+        assert_eq!(poll(&mut body), Poll::Ready(Some(Bytes::from_static(b"last"))));
+        assert_eq!(poll(&mut body), Poll::Ready(None));
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_still_settles_with_what_was_seen() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let told = Arc::new(Mutex::new(None));
+        let mut guard = Guard::default();
+        guard.push(Box::new(Gate(None, told.clone())));
+        let t = BodyTimeouts {
+            between_chunks: Duration::from_secs(60),
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        let mut body = wrap(finish(), Response::new(Fed(rx).boxed_unsync()), Some((t, guard))).into_body();
+        tx.send(Bytes::from_static(b"part")).unwrap();
+        assert!(poll(&mut body).is_ready());
+        drop(body);
+        settle_a_little().await;
+        let end = told.lock().unwrap().unwrap();
+        assert_eq!(end.outcome, Outcome::ClientClosed);
+    }
+}

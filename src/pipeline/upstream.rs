@@ -2,13 +2,14 @@
 //! path, swaps the credential, and waits for the response headers within the provider's
 //! first-byte timeout. The in-process mock is called directly, without a socket.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 
-use super::auth::UpstreamCredential;
+pub use super::auth::Credential;
 use crate::config::Provider;
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::http::body::{Body, BodyError};
@@ -16,15 +17,34 @@ use crate::http::headers::sanitize_request;
 use crate::provider::{apply_credential, ApiFamily};
 use crate::state::{Transports, Upstream};
 
-/// What the upstream call needs from the client request.
-pub struct Outgoing<'a> {
+/// The request as it goes upstream: owned, and cheap to send again (the body is shared
+/// bytes; the headers are cleaned once, here).
+pub struct Outgoing {
     pub method: Method,
     /// The normalised path (a named endpoint's canonical one), never the client's raw bytes.
-    pub path: &'a str,
-    pub query: Option<&'a str>,
+    pub path: Cow<'static, str>,
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub family: ApiFamily,
+}
+
+impl Outgoing {
+    /// Cleans the client's headers for the upstream: hop-by-hop and warden's own headers
+    /// removed, no compression (response-side stages read the body), the API's required
+    /// headers filled in.
+    pub fn new(
+        method: Method,
+        path: Cow<'static, str>,
+        query: Option<&str>,
+        mut headers: HeaderMap,
+        body: Bytes,
+        family: ApiFamily,
+    ) -> Outgoing {
+        sanitize_request(&mut headers);
+        headers.remove(http::header::ACCEPT_ENCODING);
+        family.dialect().fill_required_headers(&mut headers);
+        Outgoing { method, path, query: query.map(str::to_string), headers, body }
+    }
 }
 
 /// Sends the request and returns the upstream's response (any status: upstream errors pass
@@ -32,14 +52,9 @@ pub struct Outgoing<'a> {
 pub async fn send(
     transports: &Transports,
     provider: &Provider,
-    credential: UpstreamCredential<'_>,
-    out: Outgoing<'_>,
+    credential: &Credential,
+    out: &Outgoing,
 ) -> Result<(Response<Body>, Duration), ProxyError> {
-    let Outgoing { method, path, query, mut headers, body, family } = out;
-    sanitize_request(&mut headers);
-    // Upstream bodies stay uncompressed so that response-side stages can read them.
-    headers.remove(http::header::ACCEPT_ENCODING);
-    family.dialect().fill_required_headers(&mut headers);
     let started = Instant::now();
     let timeout = provider.timeouts.first_byte;
     let failed = |failure, detail: String| ProxyError::Upstream { provider: provider.name.clone(), failure, detail };
@@ -48,16 +63,17 @@ pub async fn send(
         return Err(failed(UpstreamFailure::Connect, "no connection pool for this transport".into()));
     };
     let base = || provider.transport.base().ok_or(ProxyError::BadTarget("the mock provider has no base URL"));
+    let query = out.query.as_deref();
     match upstream.as_ref() {
         Upstream::Mock(mock) => {
-            let fut = mock.respond(&method, path, &headers, body);
+            let fut = mock.respond(&out.method, &out.path, &out.headers, out.body.clone());
             let resp = tokio::time::timeout(timeout, fut).await.map_err(|_| timed_out())?;
             Ok((resp, started.elapsed()))
         }
         Upstream::Http(client) => {
             let base = base()?;
-            let target = upstream_uri(base, path, query, provider.base_includes_version)?;
-            let req = build_request(provider, &credential, method, target, headers, body);
+            let target = upstream_uri(base, &out.path, query, provider.base_includes_version)?;
+            let req = build_request(provider, credential, out, target);
             let resp =
                 tokio::time::timeout(timeout, client.request(req)).await.map_err(|_| timed_out())?.map_err(|e| {
                     let failure = match UpstreamFailure::from_error(&e) {
@@ -71,13 +87,13 @@ pub async fn send(
         Upstream::H1(pool) => {
             let base = base()?;
             // A raw connection sends the target as given: origin-form, never absolute-form.
-            let full = upstream_uri(base, path, query, provider.base_includes_version)?;
+            let full = upstream_uri(base, &out.path, query, provider.base_includes_version)?;
             let target: Uri = full
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .parse()
                 .map_err(|_| ProxyError::BadTarget("the path cannot be forwarded"))?;
-            let req = build_request(provider, &credential, method, target, headers, body);
+            let req = build_request(provider, credential, out, target);
             let resp = tokio::time::timeout(timeout, pool.send(req))
                 .await
                 .map_err(|_| timed_out())?
@@ -87,21 +103,19 @@ pub async fn send(
     }
 }
 
-fn build_request(
-    provider: &Provider,
-    credential: &UpstreamCredential<'_>,
-    method: Method,
-    target: Uri,
-    mut headers: HeaderMap,
-    body: Bytes,
-) -> Request<Full<Bytes>> {
+fn build_request(provider: &Provider, credential: &Credential, out: &Outgoing, target: Uri) -> Request<Full<Bytes>> {
+    let mut headers = out.headers.clone();
     match credential {
-        UpstreamCredential::Provider(s) => apply_credential(&mut headers, s, provider.auth),
-        UpstreamCredential::Client(s) => apply_credential(&mut headers, s, provider.auth),
-        UpstreamCredential::None => {}
+        Credential::Provider => {
+            if let Some(s) = &provider.key {
+                apply_credential(&mut headers, s, provider.auth);
+            }
+        }
+        Credential::Client(s) => apply_credential(&mut headers, s, provider.auth),
+        Credential::None => {}
     }
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = method;
+    let mut req = Request::new(Full::new(out.body.clone()));
+    *req.method_mut() = out.method.clone();
     *req.uri_mut() = target;
     *req.headers_mut() = headers;
     req
