@@ -58,8 +58,20 @@ pub enum ProxyError {
     BodyTimeout(std::time::Duration),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The model is routed to a provider that does not speak the API it was sent on.
+    #[error("model `{model}` is served by provider `{provider}`, which does not speak the {api} API")]
+    WrongApi { model: String, provider: String, api: &'static str },
+    #[error("model aliases cannot be used in form uploads; name the model itself")]
+    AliasInForm,
+    #[error("the multipart body is malformed: {0}")]
+    MalformedForm(&'static str),
+    /// A part of the body that the rules read does not have the API's shape; the message
+    /// names it (`messages[3]`, `requests[0].params`).
     #[error("{0}")]
-    BadRequest(String),
+    InvalidShape(String),
+    /// A message batch whose requests go to different providers.
+    #[error("`requests[{index}]` uses model `{model}` of provider `{provider}`, but this batch goes to `{batch_provider}`: send one batch per provider")]
+    MixedBatch { index: usize, model: String, provider: String, batch_provider: String },
     #[error("invalid request target: {0}")]
     BadTarget(&'static str),
     #[error("could not read the request body: {0}")]
@@ -208,7 +220,11 @@ impl ProxyError {
             }
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::WrongApi { .. }
+            | ProxyError::AliasInForm
+            | ProxyError::MalformedForm(_)
+            | ProxyError::InvalidShape(_)
+            | ProxyError::MixedBatch { .. } => StatusCode::BAD_REQUEST,
             ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -233,7 +249,11 @@ impl ProxyError {
             ProxyError::UnsupportedEncoding(_) | ProxyError::UnsupportedMediaType(_) => ErrorClass::InvalidRequest,
             ProxyError::BodyTimeout(_) => ErrorClass::Timeout,
             ProxyError::BodyTooLarge { .. } => ErrorClass::TooLarge,
-            ProxyError::BadRequest(_) => ErrorClass::InvalidRequest,
+            ProxyError::WrongApi { .. }
+            | ProxyError::AliasInForm
+            | ProxyError::MalformedForm(_)
+            | ProxyError::InvalidShape(_)
+            | ProxyError::MixedBatch { .. } => ErrorClass::InvalidRequest,
             ProxyError::BadTarget(_) => ErrorClass::InvalidRequest,
             ProxyError::ClientBody(_) => ErrorClass::InvalidRequest,
             ProxyError::Upstream { failure, .. } if failure.is_timeout() => ErrorClass::Timeout,
@@ -259,7 +279,11 @@ impl ProxyError {
             ProxyError::UnsupportedMediaType(_) => "unsupported_media_type",
             ProxyError::BodyTimeout(_) => "body_timeout",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::WrongApi { .. } => "wrong_api",
+            ProxyError::AliasInForm => "alias_in_form",
+            ProxyError::MalformedForm(_) => "malformed_form",
+            ProxyError::InvalidShape(_) => "invalid_shape",
+            ProxyError::MixedBatch { .. } => "mixed_batch",
             ProxyError::BadTarget(_) => "bad_target",
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::Upstream { failure, .. } => failure.kind(),
@@ -284,7 +308,11 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)
             | ProxyError::MethodNotAllowed { .. }
-            | ProxyError::BadRequest(_)
+            | ProxyError::WrongApi { .. }
+            | ProxyError::AliasInForm
+            | ProxyError::MalformedForm(_)
+            | ProxyError::InvalidShape(_)
+            | ProxyError::MixedBatch { .. }
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
             | ProxyError::Upstream { .. } => None,
@@ -297,7 +325,9 @@ impl ProxyError {
             ProxyError::PolicyViolation(v) => Some(v.field.as_str()),
             ProxyError::DuplicateKey { path } => Some(path.as_str()),
             ProxyError::MissingField(field) | ProxyError::FieldType { field, .. } => Some(field),
-            ProxyError::InvalidJson(_) => None,
+            ProxyError::WrongApi { .. } | ProxyError::AliasInForm => Some("model"),
+            ProxyError::MixedBatch { .. } => Some("requests"),
+            ProxyError::InvalidJson(_) | ProxyError::InvalidShape(_) | ProxyError::MalformedForm(_) => None,
             ProxyError::PathNotForwarded { .. }
             | ProxyError::UnsupportedEncoding(_)
             | ProxyError::UnsupportedMediaType(_)
@@ -308,7 +338,6 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::ModelNotFound(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::BadRequest(_)
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
             | ProxyError::Upstream { .. } => None,
@@ -334,7 +363,11 @@ impl ProxyError {
             | ProxyError::UnsupportedMediaType(_)
             | ProxyError::BodyTimeout(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::BadRequest(_)
+            | ProxyError::WrongApi { .. }
+            | ProxyError::AliasInForm
+            | ProxyError::MalformedForm(_)
+            | ProxyError::InvalidShape(_)
+            | ProxyError::MixedBatch { .. }
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
             | ProxyError::PolicyViolation(_) => None,

@@ -149,9 +149,7 @@ where
     // nested requests are renamed.
     let rewrite_model = if batch_model.is_some() { None } else { routed.rewrite_model.as_deref() };
     if form_model.is_some() && rewrite_model.is_some() {
-        return Err(ProxyError::BadRequest(
-            "model aliases cannot be used in form uploads; name the model itself".into(),
-        ));
+        return Err(ProxyError::AliasInForm);
     }
 
     let facts = policy::Facts {

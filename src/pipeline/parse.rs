@@ -28,7 +28,7 @@ pub fn pass_through_model(headers: &http::HeaderMap, body: &[u8]) -> Result<Opti
     }
     text_field(headers, body, "model").map_err(|p| match p {
         FormProblem::Repeated(name) => ProxyError::DuplicateKey { path: name },
-        FormProblem::Malformed(why) => ProxyError::BadRequest(format!("the multipart body is malformed: {why}")),
+        FormProblem::Malformed(why) => ProxyError::MalformedForm(why),
     })
 }
 

@@ -24,7 +24,7 @@ pub fn evaluate<'s>(
     request: &RequestView,
     body: &[u8],
 ) -> Result<Evaluated<'s>, ProxyError> {
-    crate::policy::evaluate::evaluate(snap, facts, request, body).map_err(ProxyError::BadRequest)
+    crate::policy::evaluate::evaluate(snap, facts, request, body)
 }
 
 /// Makes the decision visible: response headers, the log line and metrics.

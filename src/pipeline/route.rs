@@ -30,11 +30,11 @@ pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Resul
         )));
     };
     if !m.provider.speaks(family) {
-        return Err(ProxyError::BadRequest(format!(
-            "model `{model}` is served by provider `{}`, which does not speak the {} API",
-            m.provider.name,
-            family.label()
-        )));
+        return Err(ProxyError::WrongApi {
+            model: model.to_string(),
+            provider: m.provider.name.clone(),
+            api: family.label(),
+        });
     }
     Ok(Routed {
         provider: m.provider.clone(),

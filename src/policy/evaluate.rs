@@ -13,6 +13,7 @@ use super::compile::Facts;
 use super::limits::decide;
 use super::verdict::Decision;
 use crate::config::Snapshot;
+use crate::error::ProxyError;
 use crate::provider::request::{span, view, Fields, RequestView};
 
 /// The decision plus the model renames that nested batch requests need (aliases).
@@ -28,33 +29,37 @@ struct BatchRequest<'a> {
     params: Option<&'a RawValue>,
 }
 
-/// Decides a request. `Err` names a field that does not have the API's shape (400).
+/// Decides a request. `Err`: a field the rules read does not have the API's shape, or a
+/// nested batch request cannot be routed with the batch (400/404).
 pub fn evaluate<'s>(
     snap: &'s Snapshot,
     facts: &Facts,
     request: &RequestView,
     body: &[u8],
-) -> Result<Evaluated<'s>, String> {
+) -> Result<Evaluated<'s>, ProxyError> {
     let policies = snap.policies.resolve(facts);
     let object = body.iter().position(|b| *b == b'{').unwrap_or(0);
     let mut decision = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
-    decision.apply(decide(&policies, facts, request, body, object)?);
+    decision.apply(decide(&policies, facts, request, body, object).map_err(ProxyError::InvalidShape)?);
     let mut model_edits = Vec::new();
     let Some(item_endpoint) = facts.endpoint.batch_item() else { return Ok(Evaluated { decision, model_edits }) };
-    for (i, params) in batch_params(&request.fields)?.into_iter().enumerate() {
+    for (i, params) in batch_params(&request.fields).map_err(ProxyError::InvalidShape)?.into_iter().enumerate() {
         let at = span(body, params);
         let item = view(item_endpoint, &http::Method::POST, params.get().as_bytes())
-            .map_err(|e| format!("`requests[{i}].params`: {e}"))?;
+            .map_err(|e| ProxyError::InvalidShape(format!("`requests[{i}].params`: {e}")))?;
         let model = item.model.as_deref().unwrap_or_default();
-        let routed = snap
-            .route(model)
-            .ok_or_else(|| format!("`requests[{i}].params.model` `{model}` is not routed by warden"))?;
+        let routed = snap.route(model).ok_or_else(|| {
+            ProxyError::ModelNotFound(format!(
+                "The model `{model}` of `requests[{i}]` does not exist or is not routed by warden"
+            ))
+        })?;
         if Some(routed.provider.name.as_str()) != facts.provider {
-            return Err(format!(
-                "`requests[{i}]` uses model `{model}` of provider `{}`, but this batch goes to `{}`: send one batch per provider",
-                routed.provider.name,
-                facts.provider.unwrap_or("none")
-            ));
+            return Err(ProxyError::MixedBatch {
+                index: i,
+                model: model.to_string(),
+                provider: routed.provider.name.clone(),
+                batch_provider: facts.provider.unwrap_or("none").to_string(),
+            });
         }
         let upstream = (routed.upstream_model != model).then_some(routed.upstream_model);
         if let (Some(target), Some(s)) = (upstream, &item.model_span) {
@@ -62,7 +67,8 @@ pub fn evaluate<'s>(
         }
         let item_facts = Facts { endpoint: item_endpoint, model: Some(model), upstream_model: upstream, ..*facts };
         let item_policies = snap.policies.resolve(&item_facts);
-        let mut verdict = decide(&item_policies, &item_facts, &item, body, at.start)?;
+        let mut verdict =
+            decide(&item_policies, &item_facts, &item, body, at.start).map_err(ProxyError::InvalidShape)?;
         let objections = verdict.edits.iter_mut().filter_map(|e| e.objection.as_mut());
         for v in verdict.findings.iter_mut().map(|(_, v)| v).chain(objections) {
             v.message = format!("requests[{i}]: {}", v.message);

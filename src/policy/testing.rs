@@ -149,7 +149,7 @@ fn run_case(snap: &Snapshot, case: &TestCase) -> Result<(), String> {
     let facts = Facts { key: Some(key), endpoint, model, upstream_model: upstream, provider, path };
     let body = serde_json::to_vec(&case.request).map_err(|e| e.to_string())?;
     let view = crate::provider::request::view(endpoint, &http::Method::POST, &body).map_err(|e| e.to_string())?;
-    let d = evaluate(snap, &facts, &view, &body)?.decision;
+    let d = evaluate(snap, &facts, &view, &body).map_err(|e| e.to_string())?.decision;
     let e = &case.expect;
     let (got, culprit) = match (&d.block, d.would_block.first()) {
         (Some(v), _) => (Expected::Block, Some(v)),
