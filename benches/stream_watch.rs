@@ -38,14 +38,15 @@ fn anthropic_stream() -> Vec<Bytes> {
 }
 
 fn main() {
-    const RUNS: u32 = 200_000;
+    // RUNS=2000 under valgrind counts instructions per stream.
+    let runs: u32 = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(200_000);
     for (name, family, frames) in [
         ("openai chat", ApiFamily::OpenAi, openai_stream()),
         ("anthropic messages", ApiFamily::Anthropic, anthropic_stream()),
     ] {
         let mut forwarded = 0usize;
         let start = Instant::now();
-        for _ in 0..RUNS {
+        for _ in 0..runs {
             let mut w = SseWatch::new(family.dialect(), false, false);
             for f in &frames {
                 let a = w.accept(f.clone());
@@ -54,7 +55,7 @@ fn main() {
             }
             assert!(w.terminal);
         }
-        let per = start.elapsed() / RUNS;
-        println!("{name}: {} events, {per:?} per stream ({} bytes forwarded)", frames.len(), forwarded / RUNS as usize);
+        let per = start.elapsed() / runs;
+        println!("{name}: {} events, {per:?} per stream ({} bytes forwarded)", frames.len(), forwarded / runs as usize);
     }
 }

@@ -67,6 +67,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    warden::pipeline::access_log::init(format);
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);

@@ -35,28 +35,39 @@ impl Glob {
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        let p: Vec<char> = self.pattern.chars().collect();
-        let t: Vec<char> = text.chars().collect();
-        // Iterative wildcard match with single-star backtracking: linear in practice.
-        let (mut pi, mut ti) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
+        // Matched on every request, often several times: bytes when both sides are ASCII
+        // (model names and paths nearly always are), chars otherwise so `?` is one character.
+        if self.pattern.is_ascii() && text.is_ascii() {
+            wildcard(self.pattern.as_bytes(), text.as_bytes())
+        } else {
+            let p: Vec<char> = self.pattern.chars().collect();
+            let t: Vec<char> = text.chars().collect();
+            wildcard(&p, &t)
         }
-        p[pi..].iter().all(|&c| c == '*')
     }
+}
+
+/// Iterative wildcard match with single-star backtracking: linear in practice.
+fn wildcard<T: Copy + PartialEq + From<u8>>(p: &[T], t: &[T]) -> bool {
+    let (any, one) = (T::from(b'*'), T::from(b'?'));
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == one || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == any {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == any)
 }
 
 #[cfg(test)]
@@ -79,6 +90,8 @@ mod tests {
         assert!(!m("a*b*c", "axxbyy"));
         assert!(m("mock-1", "mock-1"));
         assert!(!m("mock-1", "mock-10"));
+        assert!(m("modèle-?", "modèle-é"));
+        assert!(!m("modèle-?", "modèle-éé"));
     }
 
     #[test]

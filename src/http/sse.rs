@@ -34,6 +34,10 @@ pub struct SseParser {
     name: String,
     has_name: bool,
     data: Vec<u8>,
+    /// The pending event's data while it is one `data:` line of the current frame: where it
+    /// sits in the frame, so the common event is never copied. Moved into `data` when a
+    /// second line comes or the frame ends first.
+    borrowed: Option<(usize, usize)>,
     /// Whether a `data` field was seen for the pending event (an empty one counts).
     has_data: bool,
     /// Bytes of the pending event so far (lines and fields), for the cap.
@@ -49,6 +53,7 @@ impl SseParser {
             name: String::new(),
             has_name: false,
             data: Vec::new(),
+            borrowed: None,
             has_data: false,
             size: 0,
             max_event_bytes,
@@ -77,11 +82,12 @@ impl SseParser {
             let blank = line.is_empty() && self.line.is_empty();
             self.grow(line.len())?;
             let dispatch = if self.line.is_empty() {
-                self.field(line)?
+                let at = frame.len() - chunk.len();
+                self.field(line, Some((frame, at)))?
             } else {
                 self.line.extend_from_slice(line);
                 let whole = std::mem::take(&mut self.line);
-                let r = self.field(&whole);
+                let r = self.field(&whole, None);
                 self.line = whole;
                 self.line.clear();
                 r?
@@ -99,14 +105,23 @@ impl SseParser {
                 boundary = Some(end);
             }
             if dispatch {
-                on_event(Event { name: self.has_name.then_some(self.name.as_str()), data: &self.data }, end);
+                let data = match self.borrowed {
+                    Some((from, to)) => &frame[from..to],
+                    None => &self.data[..],
+                };
+                on_event(Event { name: self.has_name.then_some(self.name.as_str()), data }, end);
             }
             if blank {
                 self.name.clear();
                 self.has_name = false;
                 self.data.clear();
+                self.borrowed = None;
                 self.has_data = false;
             }
+        }
+        // The frame goes away: an event still pending keeps its own copy.
+        if let Some((from, to)) = self.borrowed.take() {
+            self.data.extend_from_slice(&frame[from..to]);
         }
         self.grow(chunk.len())?;
         self.line.extend_from_slice(chunk);
@@ -128,7 +143,9 @@ impl SseParser {
 
     /// Handles one complete line; `true` when a blank line ends an event with data (the
     /// caller dispatches it, then clears the pending fields).
-    fn field(&mut self, line: &[u8]) -> Result<bool, SseError> {
+    /// `in_frame`: the frame and where `line` starts in it, when the line is the frame's own
+    /// bytes (not reassembled across frames).
+    fn field(&mut self, line: &[u8], in_frame: Option<(&[u8], usize)>) -> Result<bool, SseError> {
         if line.is_empty() {
             self.size = 0;
             return Ok(self.has_data);
@@ -145,10 +162,23 @@ impl SseParser {
         };
         match field {
             b"data" => {
-                if self.has_data {
-                    self.data.push(b'\n');
+                if let Some((from, to)) = self.borrowed.take() {
+                    if let Some((frame, _)) = in_frame {
+                        self.data.extend_from_slice(&frame[from..to]);
+                    }
                 }
-                self.data.extend_from_slice(value);
+                match in_frame {
+                    Some((_, at)) if !self.has_data => {
+                        let from = at + (line.len() - value.len());
+                        self.borrowed = Some((from, from + value.len()));
+                    }
+                    _ => {
+                        if self.has_data {
+                            self.data.push(b'\n');
+                        }
+                        self.data.extend_from_slice(value);
+                    }
+                }
                 self.has_data = true;
             }
             b"event" => {

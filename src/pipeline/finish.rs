@@ -107,37 +107,40 @@ impl Drop for Finish {
         if cx.error_kind.is_none() && error != "-" {
             m.errors.with_label_values(&[error]).inc();
         }
-        tracing::info!(
-            target: "warden::access",
-            request_id = %cx.id,
-            method = %cx.method,
-            endpoint = %endpoint,
-            status = %status,
-            outcome = %outcome.label(),
-            provider = %provider,
-            route = %cx.route_label.as_deref().unwrap_or("-"),
-            model = cx.model_requested.as_deref().unwrap_or("-"),
-            upstream_model = cx.model_forwarded.as_deref().unwrap_or("-"),
-            input_tokens = usage.input,
-            output_tokens = usage.output,
-            cached_input_tokens = usage.cached_input,
-            cache_write_tokens = usage.cache_write,
-            reasoning_tokens = usage.reasoning,
-            tokens_estimated = usage.estimated,
-            key = %cx.key_name(),
-            client_key = %cx.passthrough.as_deref().unwrap_or("-"),
-            team = %cx.team(),
-            stream = cx.stream,
-            duration_ms = ms(elapsed),
-            upstream_ms = ms(cx.upstream_wait),
-            ttfb_ms = self.ttfb.map_or(-1.0, ms),
-            bytes = self.bytes,
-            error = %error,
-            error_detail = cx.error_detail.as_deref().unwrap_or("-"),
-            policies = %cx.policies.as_deref().unwrap_or("-"),
-            would_block = %cx.would_block.as_deref().unwrap_or("-"),
-            policy_version = cx.snapshot.policies.version,
-        );
+        use super::access_log::{emit, V};
+        fn opt(v: &Option<String>) -> V<'_> {
+            v.as_deref().map_or(V::S("-"), V::S)
+        }
+        emit(&[
+            ("request_id", V::S(&cx.id)),
+            ("method", V::S(cx.method.as_str())),
+            ("endpoint", V::S(endpoint)),
+            ("status", V::S(status)),
+            ("outcome", V::S(outcome.label())),
+            ("provider", V::S(provider)),
+            ("route", opt(&cx.route_label)),
+            ("model", V::Q(cx.model_requested.as_deref().unwrap_or("-"))),
+            ("upstream_model", V::Q(cx.model_forwarded.as_deref().unwrap_or("-"))),
+            ("input_tokens", V::U(usage.input)),
+            ("output_tokens", V::U(usage.output)),
+            ("cached_input_tokens", V::U(usage.cached_input)),
+            ("cache_write_tokens", V::U(usage.cache_write)),
+            ("reasoning_tokens", V::U(usage.reasoning)),
+            ("tokens_estimated", V::B(usage.estimated)),
+            ("key", V::S(cx.key_name())),
+            ("client_key", opt(&cx.passthrough)),
+            ("team", V::S(cx.team())),
+            ("stream", V::B(cx.stream)),
+            ("duration_ms", V::F(ms(elapsed))),
+            ("upstream_ms", V::F(ms(cx.upstream_wait))),
+            ("ttfb_ms", V::F(self.ttfb.map_or(-1.0, ms))),
+            ("bytes", V::U(self.bytes)),
+            ("error", V::S(error)),
+            ("error_detail", V::Q(cx.error_detail.as_deref().unwrap_or("-"))),
+            ("policies", opt(&cx.policies)),
+            ("would_block", opt(&cx.would_block)),
+            ("policy_version", V::U(cx.snapshot.policies.version)),
+        ]);
     }
 }
 

@@ -29,6 +29,7 @@
 //! Errors from any stage become the caller's native error body in exactly one place,
 //! [`crate::error::ProxyError::into_response`].
 
+pub mod access_log;
 pub mod auth;
 pub mod ctx;
 pub mod exchange;
@@ -132,16 +133,18 @@ where
         let forwarded = routed.rewrite_model.as_deref().unwrap_or(m);
         // Metric labels name models the config knows; anything else is its route pattern,
         // so clients cannot mint label values.
-        let label = |name: &str| {
-            if snap.models.iter().any(|info| info.id == name) {
-                name.to_string()
-            } else {
-                // The pattern of the route the name itself takes (an alias's target has one).
-                snap.route(name).map_or_else(|| routed.label.clone(), |r| r.label.to_string())
-            }
+        let known = |name: &str| snap.models.iter().any(|info| info.id == name);
+        let requested = if known(m) { m.to_string() } else { routed.label.clone() };
+        let forwarded_label = if forwarded == m {
+            requested.clone()
+        } else if known(forwarded) {
+            forwarded.to_string()
+        } else {
+            // The pattern of the route the alias's target takes itself.
+            snap.route(forwarded).map_or_else(|| routed.label.clone(), |r| r.label.to_string())
         };
-        cx.requested_label = Some(label(m));
-        cx.model_label = Some(label(forwarded));
+        cx.requested_label = Some(requested);
+        cx.model_label = Some(forwarded_label);
         cx.model_requested = Some(m.to_string());
         cx.model_forwarded = Some(forwarded.to_string());
     }

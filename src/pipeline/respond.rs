@@ -164,7 +164,7 @@ pub async fn checked_json(
             raw.fold(dialect.family(), &mut u);
             u
         }
-        Ok(None) => Usage::estimate(request_bytes, crate::provider::string_values_len(&buf, dialect.text_keys())),
+        Ok(None) => Usage::estimate(request_bytes, crate::provider::scan_json(&buf, dialect.text_keys()).text_bytes),
     };
     let output = if collect { Output::from_json(dialect.family(), &buf) } else { None };
     Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage), output))

@@ -83,8 +83,10 @@ impl SseWatch {
             }
             let start = last_good.unwrap_or(0);
             last_good = Some(end);
-            if dialect.event_has_usage(&ev) {
-                if let Some(raw) = crate::provider::usage::find(ev.data) {
+            let scan = crate::provider::scan_json(ev.data, dialect.text_keys());
+            *text_bytes += scan.text_bytes;
+            if let Some(at) = scan.usage_at.filter(|_| dialect.event_has_usage(&ev)) {
+                if let Some(raw) = crate::provider::usage::read_object(&ev.data[at..]) {
                     raw.fold(family, usage);
                     *usage_seen = true;
                 }
@@ -92,7 +94,6 @@ impl SseWatch {
                     cut = Some((start, end));
                 }
             }
-            *text_bytes += crate::provider::string_values_len(ev.data, dialect.text_keys());
             if let Some(out) = output.as_mut() {
                 out.read_event(family, &ev);
             }

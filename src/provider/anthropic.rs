@@ -6,9 +6,6 @@ use http::{HeaderMap, HeaderValue};
 
 use super::{json_str, ApiFamily, AuthStyle, Dialect, ModelInfo};
 use crate::error::ErrorClass;
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 
 use crate::http::sse::Event;
 
@@ -83,10 +80,8 @@ impl Dialect for Anthropic {
         matches!(ev.name, Some("message_start" | "message_delta"))
     }
 
-    fn text_keys(&self) -> &'static [Finder<'static>] {
-        static KEYS: LazyLock<Vec<Finder<'static>>> =
-            LazyLock::new(|| super::finders(&[b"\"text\":\"", b"\"partial_json\":\"", b"\"thinking\":\""]));
-        &KEYS
+    fn text_keys(&self) -> &'static [&'static [u8]] {
+        &[b"text", b"partial_json", b"thinking"]
     }
 
     fn is_terminal(&self, ev: &Event) -> bool {

@@ -301,12 +301,13 @@ pub trait Dialect: Sync {
     /// Whether an event ends the stream: the API's final event, or the upstream's own error.
     fn is_terminal(&self, ev: &Event) -> bool;
 
-    /// Whether an event may carry usage: only those are parsed in full.
+    /// Whether a `usage` object in this event is the exchange's usage (only those are
+    /// parsed).
     fn event_has_usage(&self, ev: &Event) -> bool;
 
-    /// Searchers for the keys whose string values are generated text, for estimating
-    /// output tokens when an upstream reports no usage (built once: a search per event).
-    fn text_keys(&self) -> &'static [memchr::memmem::Finder<'static>];
+    /// The keys whose string values are generated text, for estimating output tokens when
+    /// an upstream reports no usage (see [`scan_json`]).
+    fn text_keys(&self) -> &'static [&'static [u8]];
 
     /// Whether an event is OpenAI's usage-only chunk (`choices: []`), which warden asked for
     /// on the client's behalf and removes again.
@@ -320,23 +321,58 @@ pub trait Dialect: Sync {
     }
 }
 
-/// The total length of the string values of `keys` in a JSON text, found by scanning (no
-/// parse): enough to estimate how much text a stream carried.
-pub fn string_values_len(data: &[u8], keys: &[memchr::memmem::Finder<'static>]) -> usize {
-    let mut total = 0;
-    for key in keys {
-        let mut at = 0;
-        while let Some(i) = key.find(&data[at..]) {
-            let start = at + i + key.needle().len();
-            let mut j = start;
-            while j < data.len() && data[j] != b'"' {
-                j += if data[j] == b'\\' { 2 } else { 1 };
+/// What one pass over a JSON text finds for metering.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Total length of the string values of the text keys: enough to estimate how much text
+    /// a response or event carried.
+    pub text_bytes: usize,
+    /// Where the first `"usage"` object opens (its `{`).
+    pub usage_at: Option<usize>,
+}
+
+/// Measures a compact JSON text without parsing it, in one pass over its colons: a colon
+/// right after an unescaped quote ends a key. The string values of `text_keys` are measured
+/// (and skipped, so a colon inside them never counts) and the first `usage` object is
+/// located. A search per key cost more than the rest of the stream watch.
+pub fn scan_json(data: &[u8], text_keys: &[&[u8]]) -> Scan {
+    let mut scan = Scan::default();
+    let mut skip_to = 0;
+    for colon in memchr::memchr_iter(b':', data) {
+        if colon < skip_to || colon < 2 || data[colon - 1] != b'"' || data[colon - 2] == b'\\' {
+            continue;
+        }
+        let key_end = colon - 1;
+        match data.get(colon + 1) {
+            Some(b'"') => {
+                let key_start = data[..key_end].iter().rposition(|&b| b == b'"').map_or(0, |q| q + 1);
+                if text_keys.contains(&&data[key_start..key_end]) {
+                    let end = string_end(data, colon + 2);
+                    scan.text_bytes += end - (colon + 2);
+                    skip_to = end;
+                }
             }
-            total += j.min(data.len()) - start;
-            at = j.min(data.len());
+            Some(b'{') if scan.usage_at.is_none() && data[..key_end].ends_with(b"\"usage") => {
+                scan.usage_at = Some(colon + 1);
+            }
+            _ => {}
         }
     }
-    total
+    scan
+}
+
+/// The index of the quote that closes a string whose contents start at `from` (or the end of
+/// the text), skipping escaped characters. Byte by byte: the strings measured are short.
+fn string_end(data: &[u8], from: usize) -> usize {
+    let mut j = from;
+    while j < data.len() {
+        match data[j] {
+            b'"' => return j,
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
+    data.len()
 }
 
 /// One SSE event: an optional `event:` name and one `data:` line.
@@ -351,11 +387,6 @@ pub(crate) fn sse_event(name: Option<&str>, data: &[u8]) -> Bytes {
     out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
     out.into()
-}
-
-/// Searchers built once, for [`Dialect::text_keys`].
-pub(crate) fn finders(keys: &'static [&'static [u8]]) -> Vec<memchr::memmem::Finder<'static>> {
-    keys.iter().map(|k| memchr::memmem::Finder::new(*k)).collect()
 }
 
 /// The per-event check of a stream, cheap enough for every event: one JSON object, by its
@@ -390,6 +421,23 @@ pub(crate) fn json_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_scan_measures_text_and_finds_usage() {
+        let keys: &[&[u8]] = &[b"content", b"arguments"];
+        let chunk = br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"Hel\"lo"},"finish_reason":null}],"usage":null}"#;
+        assert_eq!(scan_json(chunk, keys), Scan { text_bytes: 7, usage_at: None });
+        // A key-like run inside a string value is text, not a key.
+        let tricky = br#"{"content":"say \"usage\":{ and \"content\":\"x\"","id":"a:b","usage":{"prompt_tokens":1}}"#;
+        let scan = scan_json(tricky, keys);
+        assert_eq!(scan.text_bytes, 37);
+        let at = scan.usage_at.unwrap();
+        assert!(tricky[at..].starts_with(br#"{"prompt_tokens":1}"#));
+        // Truncated text never reads past the end.
+        assert_eq!(scan_json(br#"{"content":"abc"#, keys).text_bytes, 3);
+        assert_eq!(scan_json(br#"{"content"#, keys), Scan::default());
+        assert_eq!(scan_json(br#"["a","b"]"#, keys), Scan::default());
+    }
 
     #[test]
     fn classifies_known_and_other_paths() {

@@ -76,21 +76,19 @@ impl Dialect for OpenAi {
         }
     }
 
+    /// Chat and completions chunks carry usage themselves (the final one, when asked for);
+    /// Responses streams in their final events.
     fn event_has_usage(&self, ev: &Event) -> bool {
-        static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
         match ev.name {
             Some(n) => matches!(n, "response.completed" | "response.incomplete" | "response.failed"),
-            None => USAGE.find(ev.data).is_some(),
+            None => true,
         }
     }
 
     /// Chat and completions stream `content` (or `text`), tool calls their `arguments`,
     /// Responses its `delta`s.
-    fn text_keys(&self) -> &'static [Finder<'static>] {
-        static KEYS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| {
-            super::finders(&[b"\"content\":\"", b"\"text\":\"", b"\"arguments\":\"", b"\"delta\":\""])
-        });
-        &KEYS
+    fn text_keys(&self) -> &'static [&'static [u8]] {
+        &[b"content", b"text", b"arguments", b"delta", b"refusal"]
     }
 
     fn is_usage_only(&self, ev: &Event) -> bool {

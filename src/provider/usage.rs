@@ -135,6 +135,12 @@ pub fn find(json: &[u8]) -> Option<RawUsage> {
     read(json).ok().flatten()
 }
 
+/// The usage object that opens at the start of `json` (what follows it is not read).
+pub fn read_object(json: &[u8]) -> Option<RawUsage> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    RawUsage::deserialize(&mut de).ok()
+}
+
 /// Like [`find`], but a body that is not JSON is an error: the parse that looks for usage
 /// also validates the whole document.
 pub fn read(json: &[u8]) -> Result<Option<RawUsage>, serde_json::Error> {

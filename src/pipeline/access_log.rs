@@ -1,0 +1,186 @@
+//! The access log line, written directly: the same text and JSON shapes the `tracing`
+//! formatter gives every other log line (`<time>  INFO warden::access: k=v ...`, or one JSON
+//! object with the fields flattened), without its per-field visitor machinery, which cost
+//! more instructions than any stage of the pipeline. `WARDEN_LOG` still decides whether the
+//! line is written: the `tracing` filter is asked first.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::LogFormat;
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Chooses the shape of access lines; called once, where logging is set up.
+pub fn init(format: LogFormat) {
+    let _ = FORMAT.set(format);
+}
+
+/// One field's value.
+pub enum V<'a> {
+    /// A value from a fixed set or from the config: written as is.
+    S(&'a str),
+    /// A value a client chose (a model name): quoted and escaped in text lines, so it cannot
+    /// forge fields or lines.
+    Q(&'a str),
+    U(u64),
+    F(f64),
+    B(bool),
+}
+
+thread_local! {
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
+}
+
+/// Writes one access line, if the log filter lets `warden::access` at INFO through.
+pub fn emit(fields: &[(&'static str, V<'_>)]) {
+    if !tracing::enabled!(target: "warden::access", tracing::Level::INFO) {
+        return;
+    }
+    let json = FORMAT.get() == Some(&LogFormat::Json);
+    LINE.with_borrow_mut(|line| {
+        line.clear();
+        if json {
+            render_json(line, fields);
+        } else {
+            render_text(line, fields);
+        }
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    });
+}
+
+fn render_text(line: &mut String, fields: &[(&'static str, V<'_>)]) {
+    timestamp(line);
+    line.push_str("  INFO warden::access:");
+    for (name, value) in fields {
+        line.push(' ');
+        line.push_str(name);
+        line.push('=');
+        let _ = match value {
+            V::S(s) => {
+                line.push_str(s);
+                Ok(())
+            }
+            V::Q(s) => write!(line, "{s:?}"),
+            V::U(n) => write!(line, "{n}"),
+            // As `tracing` records floats: Debug, so 5.0 stays `5.0`.
+            V::F(f) => write!(line, "{f:?}"),
+            V::B(b) => write!(line, "{b}"),
+        };
+    }
+    line.push('\n');
+}
+
+fn render_json(line: &mut String, fields: &[(&'static str, V<'_>)]) {
+    line.push_str("{\"timestamp\":\"");
+    timestamp(line);
+    line.push_str("\",\"level\":\"INFO\"");
+    for (name, value) in fields {
+        line.push_str(",\"");
+        line.push_str(name);
+        line.push_str("\":");
+        match value {
+            V::S(s) | V::Q(s) => json_string(line, s),
+            V::U(n) => {
+                let _ = write!(line, "{n}");
+            }
+            V::F(f) => match serde_json::to_string(f) {
+                Ok(s) => line.push_str(&s),
+                Err(_) => line.push_str("null"),
+            },
+            V::B(b) => line.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+    line.push_str(",\"target\":\"warden::access\"}\n");
+}
+
+fn json_string(line: &mut String, s: &str) {
+    line.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(line, "\\u{:04x}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+/// RFC 3339 UTC with microseconds, as `tracing` writes it: `2026-12-01T16:26:54.644219Z`.
+fn timestamp(line: &mut String) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        line,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        now.subsec_micros()
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_from_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn text_and_json_lines_match_the_tracing_shapes() {
+        let fields = [
+            ("status", V::S("200")),
+            ("model", V::Q("gpt \"x\"\nfake=1")),
+            ("input_tokens", V::U(80)),
+            ("duration_ms", V::F(5.0)),
+            ("stream", V::B(true)),
+        ];
+        let mut text = String::new();
+        render_text(&mut text, &fields);
+        let (_, rest) = text.split_once("  INFO warden::access: ").unwrap();
+        assert_eq!(rest, "status=200 model=\"gpt \\\"x\\\"\\nfake=1\" input_tokens=80 duration_ms=5.0 stream=true\n");
+        let mut json = String::new();
+        render_json(&mut json, &fields);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["status"], "200");
+        assert_eq!(v["model"], "gpt \"x\"\nfake=1");
+        assert_eq!(v["input_tokens"], 80);
+        assert_eq!(v["duration_ms"], 5.0);
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "warden::access");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+}
