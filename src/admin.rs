@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and
-//! `/admin/policies` (the live policy snapshot and the last reload's outcome). Optionally
+//! `/admin/policies` (the live policy snapshot and the last reload's outcome), `/admin/spend`
+//! (budget accounts of the current windows). Optionally
 //! guarded by a bearer token from the environment. Observation only.
 
 use std::sync::atomic::Ordering;
@@ -43,11 +44,52 @@ pub async fn handle<B>(app: Arc<AppState>, req: Request<B>) -> Response<Body> {
             resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
+        "/admin/spend" => {
+            let mut resp = Response::new(full(spend_json(&app, &snap)));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if app.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Every budget account of the current windows: spent, reserved in flight, remaining and
+/// when the window resets. Budgets removed from the policies are left out; their spend stays.
+fn spend_json(app: &AppState, snap: &crate::config::Snapshot) -> Vec<u8> {
+    use crate::budget::{now_secs, window_bounds, window_label};
+    use crate::config::prices::PICO;
+    let now = now_secs();
+    let usd = |pico: u64| pico as f64 / PICO;
+    let mut rows = Vec::new();
+    for (k, a) in app.budgets.snapshot() {
+        let Some(policy) = snap.policies.policies.iter().find(|p| p.name == k.policy) else { continue };
+        let Some(b) = policy.budgets.iter().find(|b| b.name == k.budget) else { continue };
+        let (start, end) = window_bounds(b.window, now);
+        if start != k.window_start {
+            continue;
+        }
+        let used = a.spent.saturating_add(a.reserved);
+        rows.push(serde_json::json!({
+            "policy": k.policy,
+            "budget": k.budget,
+            "scope": k.scope,
+            "window": window_label(b.window),
+            "window_start": start,
+            "resets_at": end,
+            "spent_usd": usd(a.spent),
+            "reserved_usd": usd(a.reserved),
+            "limit_usd": b.usd.map(usd),
+            "remaining_usd": b.usd.map(|cap| usd(cap.saturating_sub(used))),
+            "spent_tokens": a.spent_tokens,
+            "reserved_tokens": a.reserved_tokens,
+            "limit_tokens": b.tokens,
+            "remaining_tokens": b.tokens.map(|cap| cap.saturating_sub(a.spent_tokens.saturating_add(a.reserved_tokens))),
+        }));
+    }
+    serde_json::to_vec_pretty(&serde_json::json!({ "budgets": rows })).unwrap_or_default()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

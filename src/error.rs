@@ -82,6 +82,25 @@ pub enum ProxyError {
     Upstream { provider: String, failure: UpstreamFailure, detail: String },
     #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
     PolicyViolation(Box<Violation>),
+    /// A dollar budget applies, the model has no price, and `unpriced_models: reject`.
+    #[error("model `{0}` has no price and a dollar budget applies: add it under `prices:` in proxy.yaml, or set `unpriced_models: meter`")]
+    UnpricedModel(String),
+    /// A budget has no room for the request's worst case.
+    #[error("budget `{}` of policy `{}` for {} is exhausted for this {} (spent ${:.4} of ${:.4}); it resets in {}s", .0.budget, .0.policy, .0.scope, .0.window, .0.spent_usd, .0.limit_usd, .0.resets_in_secs)]
+    BudgetExhausted(Box<BudgetRefusal>),
+}
+
+/// Which budget refused a request, for the 429 and its `retry-after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetRefusal {
+    pub policy: String,
+    pub budget: String,
+    /// `key demo`, `team demo`, `model gpt-4o`, `all requests`.
+    pub scope: String,
+    pub window: &'static str,
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    pub resets_in_secs: u64,
 }
 
 /// How an upstream call failed before its response head, and so whether the provider may
@@ -231,6 +250,8 @@ impl ProxyError {
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::PolicyViolation(v) if v.forbidden => StatusCode::FORBIDDEN,
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BudgetExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::UnpricedModel(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -260,6 +281,8 @@ impl ProxyError {
             ProxyError::Upstream { .. } => ErrorClass::Upstream,
             ProxyError::PolicyViolation(v) if v.forbidden => ErrorClass::Permission,
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
+            ProxyError::BudgetExhausted(_) => ErrorClass::RateLimit,
+            ProxyError::UnpricedModel(_) => ErrorClass::Permission,
         }
     }
 
@@ -288,6 +311,8 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "client_body",
             ProxyError::Upstream { failure, .. } => failure.kind(),
             ProxyError::PolicyViolation(_) => "policy_violation",
+            ProxyError::BudgetExhausted(_) => "budget_exhausted",
+            ProxyError::UnpricedModel(_) => "unpriced_model",
         }
     }
 
@@ -299,6 +324,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => Some("request_too_large"),
             ProxyError::UnknownEndpoint { .. } | ProxyError::PathNotForwarded { .. } => Some("unknown_url"),
             ProxyError::PolicyViolation(_) => Some("policy_violation"),
+            ProxyError::BudgetExhausted(_) => Some("budget_exceeded"),
+            ProxyError::UnpricedModel(_) => Some("unpriced_model"),
             ProxyError::Forbidden(_)
             | ProxyError::DuplicateKey { .. }
             | ProxyError::InvalidJson(_)
@@ -340,6 +367,8 @@ impl ProxyError {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
+            | ProxyError::BudgetExhausted(_)
+            | ProxyError::UnpricedModel(_)
             | ProxyError::Upstream { .. } => None,
         }
     }
@@ -370,6 +399,8 @@ impl ProxyError {
             | ProxyError::MixedBatch { .. }
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
+            | ProxyError::BudgetExhausted(_)
+            | ProxyError::UnpricedModel(_)
             | ProxyError::PolicyViolation(_) => None,
         }
     }
@@ -379,7 +410,16 @@ impl ProxyError {
     pub fn into_response(self, family: ApiFamily) -> Response<Body> {
         let status = self.status();
         let body = family.dialect().error_body(self.class(), self.code(), self.param(), &self.to_string());
-        json_response(status, body)
+        let mut resp = json_response(status, body);
+        if let ProxyError::BudgetExhausted(r) = &self {
+            let h = resp.headers_mut();
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(r.resets_in_secs.max(1)));
+            // The official SDKs retry 429s; a budget does not refill within their retries.
+            if r.resets_in_secs > 60 {
+                h.insert("x-should-retry", HeaderValue::from_static("false"));
+            }
+        }
+        resp
     }
 }
 

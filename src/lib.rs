@@ -14,8 +14,13 @@
 //! - [`error`]: the single place where failures become statuses and native error bodies.
 //! - [`metrics`] and [`admin`]: observation only.
 //! - [`secret`]: redacted secrets and key hashing.
+//! - [`budget`]: budget accounts (runtime state beside [`state`]): atomic reservations and
+//!   their settlement.
+//! - [`clock`]: UTC calendar arithmetic.
 
 pub mod admin;
+pub mod budget;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -81,6 +81,8 @@ pub struct AppState {
     /// Connection pools outlive snapshots, so a reload does not drop warm connections.
     pub transports: Transports,
     pub metrics: Metrics,
+    /// Budget accounts, by policy, budget, scope and window: kept across reloads.
+    pub budgets: crate::budget::Accounts,
     /// Set when draining: `/readyz` turns 503 so load balancers stop sending traffic.
     pub draining: AtomicBool,
     /// The last reload's outcome, for `/admin/policies`. Written only by the reloader.
@@ -95,6 +97,7 @@ impl AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             transports,
             metrics: Metrics::new(),
+            budgets: crate::budget::Accounts::default(),
             draining: AtomicBool::new(false),
             reload_status: Mutex::new(ReloadStatus::default()),
         })

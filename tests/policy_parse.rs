@@ -48,10 +48,12 @@ fn unknown_field_with_hint() {
 
 #[test]
 fn planned_section_is_rejected_not_ignored() {
-    let e = error_of("policies:\n  - name: a\n    budgets: { usd_per_day: 10 }\n");
-    assert!(e.starts_with("p.yaml:3:5: the `budgets` section is not implemented in this version of warden"), "{e}");
-    let e = error_of("policies:\n  - name: a\n    rate_limit: {}\n");
-    assert!(e.contains("did you mean `rate_limits`?"), "{e}");
+    let e = error_of("policies:\n  - name: a\n    cache: { ttl: 10m }\n");
+    assert!(e.starts_with("p.yaml:3:5: the `cache` section is not implemented in this version of warden"), "{e}");
+    let e = error_of("policies:\n  - name: a\n    retrie: {}\n");
+    assert!(e.contains("did you mean `retries`?"), "{e}");
+    let e = error_of("policies:\n  - name: a\n    budget: []\n");
+    assert!(e.contains("did you mean `budgets`?"), "{e}");
 }
 
 #[test]

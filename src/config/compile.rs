@@ -215,6 +215,13 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         }
     }
 
+    for (model, price) in &raw.prices {
+        let p = price.value;
+        let fields = [Some(p.input), Some(p.output), p.cached_input, p.cache_read, p.cache_write];
+        if fields.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
+            cx.err(price, format!("the price of `{model}` must be zero or more USD per million tokens"));
+        }
+    }
     let mut snapshot = Snapshot {
         settings,
         any_passthrough: providers.iter().any(|p| p.passthrough),
@@ -229,6 +236,10 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
             .map(|k| (k.name.value.clone(), k.team.clone().unwrap_or_else(|| "default".into())))
             .collect(),
         models,
+        prices: super::prices::Prices::new(
+            &raw.prices.iter().map(|(m, p)| (m.clone(), p.value)).collect(),
+            raw.unpriced_models,
+        ),
         policies: crate::policy::PolicySet::default(),
         source_hash: String::new(),
     };

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod diag;
 pub mod glob;
+pub mod prices;
 mod provider;
 pub mod snapshot;
 
@@ -42,6 +43,12 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
     #[serde(default)]
     pub policies: RawPolicies,
+    /// USD per million tokens; overrides and extends the built-in table.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Spanned<prices::RawPrice>>,
+    /// `reject` (default) or `meter`: what a dollar budget does with a model without a price.
+    #[serde(default)]
+    pub unpriced_models: prices::Unpriced,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -133,6 +133,8 @@ pub struct Snapshot {
     /// refused before its body is read.
     pub any_passthrough: bool,
     pub models: Vec<ModelInfo>,
+    /// Model prices: the built-in table and `prices:`.
+    pub prices: super::prices::Prices,
     /// The compiled policy files; empty until `policy::reload::load_snapshot` adds them.
     pub policies: crate::policy::PolicySet,
     /// A short hash of proxy.yaml's text and every policy file: an unchanged hash on reload

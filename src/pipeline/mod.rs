@@ -31,6 +31,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod budget;
 pub mod ctx;
 pub mod exchange;
 pub mod finish;
@@ -180,6 +181,39 @@ where
     }
     cx.key = key;
 
+    let mut guard = exchange::Guard::default();
+    let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
+    if evaluated.policies.iter().any(|p| !p.budgets.is_empty()) {
+        if endpoint.batch_item().is_some() || matches!(endpoint, Endpoint::Batches | Endpoint::Other) {
+            return Err(ProxyError::Forbidden(
+                "a budget applies, and warden cannot yet price batches or pass-through paths: send the requests one by one".into(),
+            ));
+        }
+        let key_scope = cx.passthrough.clone().unwrap_or_else(|| cx.key_name().to_string());
+        let subject = budget::Subject {
+            key: &key_scope,
+            team: cx.team(),
+            model: cx.model_forwarded.as_deref().unwrap_or("none"),
+            endpoint,
+            view: &view,
+            body_len: body.len(),
+            max_output: policy::top_output_limit(endpoint, &view, &evaluated.decision, top),
+        };
+        let reserved = budget::reserve(app, &snap, &evaluated.policies, &subject, &mut guard)?;
+        if let Some(r) = reserved {
+            if let Some((field, value)) = r.set_output {
+                policy::set_top_output(&mut evaluated.decision, &view, &body, top, field, value);
+            }
+            if !r.would_refuse.is_empty() {
+                let joined = r.would_refuse.join(",");
+                cx.would_block = Some(match cx.would_block.take() {
+                    Some(w) => format!("{w},{joined}"),
+                    None => joined,
+                });
+            }
+        }
+    }
+
     let usage_edit = parse::ask_for_stream_usage(endpoint, &view, &body);
     cx.strip_usage = usage_edit.is_some();
     let model_span = view.model_span.clone();
@@ -197,7 +231,6 @@ where
         None => Cow::Owned(path.to_string()),
     };
     let request = upstream::Outgoing::new(parts.method, path, parts.uri.query(), parts.headers, body, cx.family);
-    let guard = exchange::Guard::default();
     let (resp, waited) = upstream::send(&app.transports, &provider, &credential, &request).await?;
     cx.upstream_wait = waited;
     app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());

@@ -17,6 +17,7 @@ use crate::state::AppState;
 use super::ctx::RequestCtx;
 use crate::http::splice::{splice, Edit};
 use crate::provider::request::RequestView;
+use crate::provider::Endpoint;
 
 pub fn evaluate<'s>(
     snap: &'s Snapshot,
@@ -77,4 +78,35 @@ pub fn rewrite(
     }
     edits.extend(extra);
     splice(&body, edits)
+}
+
+/// The request's own output limit after the `limits` edits: `(field, value)`.
+pub fn top_output_limit(
+    endpoint: Endpoint,
+    view: &RequestView,
+    d: &Decision,
+    top: usize,
+) -> Option<(&'static str, u64)> {
+    if let Some(e) = d.edits.iter().find(|e| e.rule == "limits.max_tokens" && e.edit.object == top) {
+        return e.edit.value.parse().ok().map(|v| (e.edit.field, v));
+    }
+    endpoint.max_tokens_fields().iter().find_map(|f| {
+        let v = view.fields.get(f)?.get().parse::<f64>().ok()?;
+        Some((*f, v.max(0.0) as u64))
+    })
+}
+
+/// Sets the request's output limit (a budget's clamp or its default), replacing any edit of
+/// that field the `limits` rules made and the request's own value.
+pub fn set_top_output(d: &mut Decision, view: &RequestView, body: &[u8], top: usize, field: &'static str, value: u64) {
+    d.edits.retain(|e| !(e.edit.field == field && e.edit.object == top));
+    let span = view.fields.get(field).map(|raw| crate::provider::request::span(body, raw));
+    d.edits.push(PolicyEdit {
+        mode: crate::policy::Mode::Enforce,
+        policy: "(budgets)".into(),
+        rule: "budgets",
+        action: "clamp",
+        edit: Edit { span, object: top, field, value: value.to_string() },
+        objection: None,
+    });
 }

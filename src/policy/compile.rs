@@ -41,6 +41,20 @@ pub struct Policy {
     providers: Vec<String>,
     routes: Vec<Endpoint>,
     pub limits: Option<Limits>,
+    pub budgets: Vec<Budget>,
+    pub mode: Mode,
+}
+
+/// A compiled budget: caps in picodollars and tokens per calendar window.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub name: String,
+    pub per: super::Per,
+    pub window: super::Window,
+    pub usd: Option<u64>,
+    pub tokens: Option<u64>,
+    pub on_exhausted: super::OnExhausted,
+    pub alerts: Vec<f64>,
 }
 
 /// A rule's setting plus whether it enforces or only records.
@@ -290,7 +304,47 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
         providers: m.providers.iter().map(|p| p.value.clone()).collect(),
         routes,
         limits: p.limits.as_ref().map(|l| compile_limits(cx, l, p.mode)),
+        budgets: compile_budgets(cx, &p.budgets),
+        mode: p.mode,
     }
+}
+
+fn compile_budgets(cx: &mut Cx, raw: &[super::RawBudget]) -> Vec<Budget> {
+    let mut out: Vec<Budget> = Vec::new();
+    for b in raw {
+        if out.iter().any(|o| o.name == b.name.value) {
+            cx.err(&b.name, format!("budget `{}` is defined twice in this policy", b.name.value), None);
+        }
+        if b.usd.is_none() && b.tokens.is_none() {
+            cx.err(&b.name, format!("budget `{}` needs `usd`, `tokens` or both", b.name.value), None);
+        }
+        let usd = b.usd.as_ref().map(|u| {
+            if !u.value.is_finite() || u.value <= 0.0 {
+                cx.err(u, format!("`usd` must be more than 0, got {}", u.value), None);
+            }
+            (u.value.max(0.0) * crate::config::prices::PICO).round() as u64
+        });
+        let tokens = b.tokens.as_ref().map(|t| cx.ceiling(t, "`tokens`"));
+        for a in &b.alerts {
+            if !(*a > 0.0 && *a <= 1.0) {
+                cx.err(
+                    &b.name,
+                    format!("alert thresholds are shares of the cap, above 0 and at most 1; got {a}"),
+                    None,
+                );
+            }
+        }
+        out.push(Budget {
+            name: b.name.value.clone(),
+            per: b.per,
+            window: b.window,
+            usd,
+            tokens,
+            on_exhausted: b.on_exhausted,
+            alerts: b.alerts.clone(),
+        });
+    }
+    out
 }
 
 fn compile_limits(cx: &mut Cx, l: &RawLimits, policy_mode: Mode) -> Limits {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::compile::Facts;
+use super::compile::Policy;
 use super::limits::decide;
 use super::verdict::Decision;
 use crate::config::Snapshot;
@@ -21,6 +22,8 @@ pub struct Evaluated<'s> {
     pub decision: Decision<'s>,
     /// `(where the model value sits, the upstream's model name)` per nested request.
     pub model_edits: Vec<(Range<usize>, String)>,
+    /// The policies that apply to the request itself, in order (their budgets come next).
+    pub policies: Vec<&'s Policy>,
 }
 
 #[derive(Deserialize)]
@@ -42,7 +45,9 @@ pub fn evaluate<'s>(
     let mut decision = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
     decision.apply(decide(&policies, facts, request, body, object).map_err(ProxyError::InvalidShape)?);
     let mut model_edits = Vec::new();
-    let Some(item_endpoint) = facts.endpoint.batch_item() else { return Ok(Evaluated { decision, model_edits }) };
+    let Some(item_endpoint) = facts.endpoint.batch_item() else {
+        return Ok(Evaluated { decision, model_edits, policies });
+    };
     for (i, params) in batch_params(&request.fields).map_err(ProxyError::InvalidShape)?.into_iter().enumerate() {
         let at = span(body, params);
         let item = view(item_endpoint, &http::Method::POST, params.get().as_bytes())
@@ -81,7 +86,7 @@ pub fn evaluate<'s>(
         }
         decision.apply(verdict);
     }
-    Ok(Evaluated { decision, model_edits })
+    Ok(Evaluated { decision, model_edits, policies })
 }
 
 /// The nested requests' `params` objects.

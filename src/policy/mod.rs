@@ -69,6 +69,64 @@ pub struct RawPolicy {
     pub matcher: RawMatch,
     /// Stateless per-request checks.
     pub limits: Option<RawLimits>,
+    /// Spend and token caps per key, team, model or for everything, per calendar window (UTC).
+    #[serde(default)]
+    pub budgets: Vec<RawBudget>,
+}
+
+/// Who a budget counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// Each virtual key its own budget (in a policy matching a team: every key of the team).
+    Key,
+    Team,
+    /// Each upstream model its own budget.
+    Model,
+    /// One budget for every request the policy matches.
+    Global,
+}
+
+/// A calendar window in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+/// What a budget without room does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExhausted {
+    /// 429 in the caller's format, naming the budget and when it resets.
+    #[default]
+    Reject,
+    /// Lower the request's output limit so that its worst case fits.
+    Clamp,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Unique within the policy; shown in errors, metrics and `warden spend`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    pub per: Per,
+    pub window: Window,
+    /// Dollar cap per window.
+    #[schemars(with = "Option<f64>")]
+    pub usd: Option<Spanned<f64>>,
+    /// Token cap per window (input, output, cached and cache writes together).
+    #[schemars(with = "Option<i64>")]
+    pub tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
+    /// Shares of the cap (0 to 1] at which an alert fires, once per window.
+    #[serde(default)]
+    pub alerts: Vec<f64>,
 }
 
 /// All given conditions must hold; a list matches when any of its entries does.
@@ -191,7 +249,7 @@ pub struct ToolsRule {
 
 /// Sections planned for later versions: named so that a file using one gets a clear error
 /// instead of being half-applied.
-const PLANNED_SECTIONS: [&str; 6] = ["budgets", "rate_limits", "injection", "schema", "cache", "retries"];
+const PLANNED_SECTIONS: [&str; 5] = ["rate_limits", "injection", "schema", "cache", "retries"];
 
 /// A parsed policy file and where it came from.
 pub struct LoadedFile {

@@ -153,6 +153,18 @@ impl<'a> RequestView<'a> {
         self.history.get_or_init(|| history::read(self.endpoint, &self.fields)).as_ref().map_err(Clone::clone)
     }
 
+    /// A conservative estimate of the prompt's tokens, for budget reservations (the real
+    /// count comes from the response's usage): the text parts, tool definitions and output
+    /// format at three bytes a token (four undercounts code by a third), plus four tokens a
+    /// part for the chat template. A body whose conversation cannot be read counts whole.
+    pub fn estimate_input_tokens(&self, body_len: usize) -> u64 {
+        let Ok(h) = self.history() else { return body_len.div_ceil(3) as u64 };
+        let raw = |v: Option<&RawValue>| v.map_or(0, |r| r.get().len());
+        let bytes: usize =
+            h.texts.iter().map(|t| t.text.len()).sum::<usize>() + raw(self.tools()) + raw(self.response_format());
+        (bytes.div_ceil(3) + 4 * h.texts.len()) as u64
+    }
+
     /// The tool definitions the request declares, as raw JSON (their schemas inside).
     pub fn tools(&self) -> Option<&'a RawValue> {
         self.fields.tools.or(self.fields.functions)

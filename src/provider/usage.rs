@@ -27,6 +27,11 @@ pub struct Usage {
 
 impl Usage {
     /// `(direction label, tokens)` for the metric.
+    /// Every token of the exchange, each once.
+    pub fn total(&self) -> u64 {
+        self.input + self.output + self.cached_input + self.cache_write + self.reasoning
+    }
+
     pub fn directions(&self) -> [(&'static str, u64); 5] {
         [
             ("input", self.input),

@@ -1,0 +1,349 @@
+//! Budget accounts: runtime state outside the config snapshot, keyed by stable names
+//! (policy, budget, scope, window start), so reloads change limits and never spend.
+//!
+//! A request reserves its worst case (estimated input plus its full output limit) on every
+//! budget that applies, atomically: the accounts are locked in one global order, checked
+//! together and charged together, so concurrent requests can never spend the same remaining
+//! dollars. The exchange guard later replaces the reservation by the real cost
+//! ([`Reservation::settle`]); a request that never reaches its end releases it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::policy::{OnExhausted, Per, Window};
+
+/// Which account: a budget of a policy, for one scope, in one window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountKey {
+    pub policy: String,
+    pub budget: String,
+    /// `key:demo`, `team:demo`, `model:gpt-4o`, `global`.
+    pub scope: String,
+    /// Unix seconds at which the window opened.
+    pub window_start: i64,
+}
+
+/// Spend and reservations of one account, in picodollars and tokens.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    pub spent: u64,
+    pub spent_tokens: u64,
+    pub reserved: u64,
+    pub reserved_tokens: u64,
+}
+
+const SHARDS: usize = 32;
+
+/// Every account, sharded so that finding one never waits on unrelated requests.
+pub struct Accounts {
+    shards: Vec<Mutex<HashMap<AccountKey, Arc<Mutex<Account>>>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for Accounts {
+    fn default() -> Accounts {
+        Accounts {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere never leaves an account half-written: every update is a few
+    // integer assignments, so a poisoned lock still holds consistent numbers.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One budget a request must fit into.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub key: AccountKey,
+    pub usd: Option<u64>,
+    pub tokens: Option<u64>,
+    pub on_exhausted: OnExhausted,
+    /// `false` in monitor mode: the request is charged but never refused.
+    pub enforce: bool,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    pub input_tokens: u64,
+    /// Picodollars the input is estimated to cost.
+    pub input_cost: u64,
+    /// The request's output limit.
+    pub max_output: u64,
+    /// Picodollars per output token.
+    pub output_price: u64,
+    /// Candidates generated (`n`): each may use the whole output limit.
+    pub choices: u64,
+}
+
+impl Ask {
+    fn cost(&self, out: u64) -> u64 {
+        self.input_cost.saturating_add(out.saturating_mul(self.choices).saturating_mul(self.output_price))
+    }
+
+    fn tokens(&self, out: u64) -> u64 {
+        self.input_tokens.saturating_add(out.saturating_mul(self.choices))
+    }
+}
+
+/// The reservation was refused by this claim (index into the claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub claim: usize,
+    pub account: Account,
+}
+
+/// What was granted.
+#[derive(Debug)]
+pub struct Granted {
+    pub reservation: Reservation,
+    /// The output limit the reservation covers: lower than asked when a `clamp` budget
+    /// lowered it.
+    pub max_output: u64,
+    /// Claims in monitor mode that would have refused.
+    pub would_refuse: Vec<usize>,
+}
+
+/// A held reservation. Settle it with the real cost, or drop it to release it.
+#[derive(Debug)]
+pub struct Reservation {
+    accounts: Vec<Arc<Mutex<Account>>>,
+    cost: u64,
+    tokens: u64,
+    settled: bool,
+}
+
+/// Output tokens below which a clamped request is not worth sending.
+pub const MIN_CLAMPED_OUTPUT: u64 = 16;
+
+impl Accounts {
+    fn account(&self, key: &AccountKey) -> Arc<Mutex<Account>> {
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        lock(shard).entry(key.clone()).or_default().clone()
+    }
+
+    /// Reserves `ask`'s worst case on every claim at once, or on none.
+    pub fn reserve(&self, claims: &[Claim], ask: Ask) -> Result<Granted, Refused> {
+        // One global order (by key) for taking the locks: no two reservations can deadlock.
+        let mut order: Vec<usize> = (0..claims.len()).collect();
+        order.sort_by(|&a, &b| claims[a].key.cmp(&claims[b].key));
+        order.dedup_by(|a, b| claims[*a].key == claims[*b].key);
+        let handles: Vec<Arc<Mutex<Account>>> = order.iter().map(|&i| self.account(&claims[i].key)).collect();
+        let mut guards: Vec<MutexGuard<Account>> = handles.iter().map(|h| lock(h)).collect();
+        let mut out = ask.max_output;
+        let mut would_refuse = Vec::new();
+        for (slot, &i) in order.iter().enumerate() {
+            let c = &claims[i];
+            let a = *guards[slot];
+            let fits = |out: u64| {
+                let usd_ok =
+                    c.usd.is_none_or(|cap| a.spent.saturating_add(a.reserved).saturating_add(ask.cost(out)) <= cap);
+                let tok_ok = c.tokens.is_none_or(|cap| {
+                    a.spent_tokens.saturating_add(a.reserved_tokens).saturating_add(ask.tokens(out)) <= cap
+                });
+                usd_ok && tok_ok
+            };
+            if fits(out) {
+                continue;
+            }
+            if !c.enforce {
+                would_refuse.push(i);
+                continue;
+            }
+            if c.on_exhausted == OnExhausted::Clamp {
+                let per_token = ask.output_price.saturating_mul(ask.choices.max(1));
+                let room_usd = c.usd.map(|cap| {
+                    let left = cap.saturating_sub(a.spent.saturating_add(a.reserved)).checked_sub(ask.input_cost);
+                    left.map_or(0, |l| l.checked_div(per_token).unwrap_or(u64::MAX))
+                });
+                let room_tok = c.tokens.map(|cap| {
+                    let left = cap.saturating_sub(a.spent_tokens.saturating_add(a.reserved_tokens));
+                    left.saturating_sub(ask.input_tokens) / ask.choices.max(1)
+                });
+                let room = room_usd.unwrap_or(u64::MAX).min(room_tok.unwrap_or(u64::MAX));
+                if room >= MIN_CLAMPED_OUTPUT {
+                    out = out.min(room);
+                    continue;
+                }
+            }
+            return Err(Refused { claim: i, account: a });
+        }
+        let (cost, tokens) = (ask.cost(out), ask.tokens(out));
+        for g in &mut guards {
+            g.reserved = g.reserved.saturating_add(cost);
+            g.reserved_tokens = g.reserved_tokens.saturating_add(tokens);
+        }
+        drop(guards);
+        Ok(Granted {
+            reservation: Reservation { accounts: handles, cost, tokens, settled: false },
+            max_output: out,
+            would_refuse,
+        })
+    }
+
+    /// A copy of every account, for `/admin/spend` and tests.
+    pub fn snapshot(&self) -> Vec<(AccountKey, Account)> {
+        let mut all: Vec<(AccountKey, Account)> = self
+            .shards
+            .iter()
+            .flat_map(|s| lock(s).iter().map(|(k, v)| (k.clone(), *lock(v))).collect::<Vec<_>>())
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// One account's numbers (zero if it was never used).
+    pub fn get(&self, key: &AccountKey) -> Account {
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        lock(shard).get(key).map(|a| *lock(a)).unwrap_or_default()
+    }
+}
+
+impl Reservation {
+    /// Replaces the reservation by what the exchange really cost.
+    pub fn settle(mut self, cost: u64, tokens: u64) {
+        self.apply(cost, tokens);
+    }
+
+    fn apply(&mut self, cost: u64, tokens: u64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        for a in &self.accounts {
+            let mut a = lock(a);
+            a.reserved = a.reserved.saturating_sub(self.cost);
+            a.reserved_tokens = a.reserved_tokens.saturating_sub(self.tokens);
+            a.spent = a.spent.saturating_add(cost);
+            a.spent_tokens = a.spent_tokens.saturating_add(tokens);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    /// Never settled: nothing was spent, the reservation is released.
+    fn drop(&mut self) {
+        self.apply(0, 0);
+    }
+}
+
+/// The scope a budget counts a request under.
+pub fn scope(per: Per, key: &str, team: &str, model: &str) -> String {
+    match per {
+        Per::Key => format!("key:{key}"),
+        Per::Team => format!("team:{team}"),
+        Per::Model => format!("model:{model}"),
+        Per::Global => "global".to_string(),
+    }
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The calendar window (UTC) that `t` (unix seconds) falls in: its start and its end.
+pub fn window_bounds(w: Window, t: i64) -> (i64, i64) {
+    match w {
+        Window::Minute => (t - t.rem_euclid(60), t - t.rem_euclid(60) + 60),
+        Window::Hour => (t - t.rem_euclid(3600), t - t.rem_euclid(3600) + 3600),
+        Window::Day => (t - t.rem_euclid(86_400), t - t.rem_euclid(86_400) + 86_400),
+        Window::Month => {
+            let (y, m, _) = crate::clock::civil_from_days(t.div_euclid(86_400));
+            let start = crate::clock::days_from_civil(y, m, 1) * 86_400;
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            (start, crate::clock::days_from_civil(ny, nm, 1) * 86_400)
+        }
+    }
+}
+
+pub fn window_label(w: Window) -> &'static str {
+    match w {
+        Window::Minute => "minute",
+        Window::Hour => "hour",
+        Window::Day => "day",
+        Window::Month => "month",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(budget: &str, usd: u64, on: OnExhausted) -> Claim {
+        Claim {
+            key: AccountKey { policy: "p".into(), budget: budget.into(), scope: "key:a".into(), window_start: 0 },
+            usd: Some(usd),
+            tokens: None,
+            on_exhausted: on,
+            enforce: true,
+        }
+    }
+
+    const ASK: Ask = Ask { input_tokens: 10, input_cost: 10, max_output: 100, output_price: 1, choices: 1 };
+
+    #[test]
+    fn reserves_on_all_or_none_and_settles_to_the_real_cost() {
+        let a = Accounts::default();
+        let claims = [claim("big", 1000, OnExhausted::Reject), claim("small", 160, OnExhausted::Reject)];
+        let g = a.reserve(&claims, ASK).unwrap();
+        assert_eq!(a.get(&claims[1].key).reserved, 110);
+        // The second does not fit the small budget: neither account is charged.
+        let refused = a.reserve(&claims, ASK).unwrap_err();
+        assert_eq!(refused.claim, 1);
+        assert_eq!(a.get(&claims[0].key).reserved, 110);
+        g.reservation.settle(42, 60);
+        let acc = a.get(&claims[0].key);
+        assert_eq!((acc.spent, acc.reserved, acc.spent_tokens), (42, 0, 60));
+        let dropped = a.reserve(&claims, ASK).unwrap();
+        drop(dropped);
+        assert_eq!(a.get(&claims[1].key), Account { spent: 42, spent_tokens: 60, reserved: 0, reserved_tokens: 0 });
+    }
+
+    #[test]
+    fn clamp_lowers_the_output_limit_until_too_little_is_left() {
+        let a = Accounts::default();
+        let claims = [claim("c", 60, OnExhausted::Clamp)];
+        let g = a.reserve(&claims, ASK).unwrap();
+        assert_eq!(g.max_output, 50);
+        assert!(a.reserve(&claims, ASK).is_err(), "nothing left after the clamp");
+        drop(g);
+        let mut monitor = claim("m", 1, OnExhausted::Reject);
+        monitor.enforce = false;
+        let g = a.reserve(&[monitor], ASK).unwrap();
+        assert_eq!((g.max_output, g.would_refuse.len()), (100, 1));
+    }
+
+    #[test]
+    fn concurrent_reservations_never_share_the_same_dollars() {
+        let a = Arc::new(Accounts::default());
+        let claims = Arc::new([claim("c", 110 * 50, OnExhausted::Reject)]);
+        let granted: Vec<_> = (0..8)
+            .map(|_| {
+                let (a, claims) = (a.clone(), claims.clone());
+                std::thread::spawn(move || {
+                    (0..100).filter_map(|_| a.reserve(&claims[..], ASK).ok()).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let held: Vec<Granted> = granted.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        assert_eq!(held.len(), 50);
+        assert_eq!(a.get(&claims[0].key).reserved, 110 * 50);
+    }
+
+    #[test]
+    fn calendar_windows_in_utc() {
+        // 2026-12-01T16:26:54Z
+        let t = 1_796_142_414;
+        assert_eq!(window_bounds(Window::Minute, t), (1_796_142_360, 1_796_142_420));
+        assert_eq!(window_bounds(Window::Day, t), (1_796_083_200, 1_796_169_600));
+        let (start, end) = window_bounds(Window::Month, t);
+        assert_eq!(crate::clock::civil_from_days(start / 86_400), (2026, 12, 1));
+        assert_eq!(crate::clock::civil_from_days(end / 86_400), (2027, 1, 1));
+    }
+}

@@ -1,0 +1,176 @@
+//! Budget stage: reserves the request's worst case (estimated input, full output limit,
+//! times `n`) on every budget of the matching policies, before anything is sent upstream,
+//! and leaves the settlement in the exchange guard. A budget without room refuses (429,
+//! naming the budget and its reset) or, with `on_exhausted: clamp`, lowers the output limit
+//! so that the worst case fits. A request that names no output limit gets one, so that its
+//! worst case is bounded.
+
+use std::sync::{Mutex, OnceLock};
+
+use crate::budget::{now_secs, scope, window_bounds, window_label, AccountKey, Ask, Claim, Reservation};
+use crate::config::prices::{Price, Unpriced, PICO};
+use crate::config::Snapshot;
+use crate::error::{BudgetRefusal, ProxyError};
+use crate::pipeline::exchange::{End, Settle, SettleFuture};
+use crate::policy::compile::Policy;
+use crate::policy::Mode;
+use crate::provider::request::RequestView;
+use crate::provider::Endpoint;
+use crate::state::AppState;
+
+/// The output limit reserved for (and set on) a request that names none and that no
+/// `limits.max_tokens` default covers.
+pub const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
+
+/// Who and what the request is, for scoping budgets and estimating its worst case.
+pub struct Subject<'a, 'v> {
+    pub key: &'a str,
+    pub team: &'a str,
+    /// The model the upstream receives.
+    pub model: &'a str,
+    pub endpoint: Endpoint,
+    pub view: &'a RequestView<'v>,
+    pub body_len: usize,
+    /// The request's output limit after the `limits` edits, and the field it sits in.
+    pub max_output: Option<(&'static str, u64)>,
+}
+
+/// What the stage decided.
+pub struct Reserved {
+    /// The output limit to set on the request (field, value), when it differs from what
+    /// the request and the `limits` edits already say.
+    pub set_output: Option<(&'static str, u64)>,
+    /// Monitor-mode budgets that would have refused, as `policy:budgets.name`.
+    pub would_refuse: Vec<String>,
+}
+
+/// Reserves on every budget of `policies`.
+pub fn reserve(
+    app: &AppState,
+    snap: &Snapshot,
+    policies: &[&Policy],
+    subject: &Subject<'_, '_>,
+    guard: &mut crate::pipeline::exchange::Guard,
+) -> Result<Option<Reserved>, ProxyError> {
+    let (view, max_output) = (subject.view, subject.max_output);
+    let now = now_secs();
+    let mut claims = Vec::new();
+    let mut ends = Vec::new();
+    for p in policies {
+        for b in &p.budgets {
+            let (start, end) = window_bounds(b.window, now);
+            claims.push(Claim {
+                key: AccountKey {
+                    policy: p.name.clone(),
+                    budget: b.name.clone(),
+                    scope: scope(b.per, subject.key, subject.team, subject.model),
+                    window_start: start,
+                },
+                usd: b.usd,
+                tokens: b.tokens,
+                on_exhausted: b.on_exhausted,
+                enforce: p.mode == Mode::Enforce,
+            });
+            ends.push((end, b.window));
+        }
+    }
+    if claims.is_empty() {
+        return Ok(None);
+    }
+    let price = match snap.prices.get(subject.model) {
+        Some(p) => Some(*p),
+        None if claims.iter().all(|c| c.usd.is_none()) => None,
+        None => match snap.prices.unpriced {
+            Unpriced::Reject => return Err(ProxyError::UnpricedModel(subject.model.to_string())),
+            Unpriced::Meter => {
+                warn_unpriced_once(subject.model);
+                None
+            }
+        },
+    };
+    let input_tokens = view.estimate_input_tokens(subject.body_len);
+    let (field, asked) = match (max_output, subject.endpoint.max_tokens_field()) {
+        (Some((field, v)), _) => (Some(field), v),
+        (None, Some(field)) => (Some(field), DEFAULT_OUTPUT_RESERVATION),
+        // Embeddings and count_tokens generate nothing.
+        (None, None) => (None, 0),
+    };
+    let choices = [view.fields.n, view.fields.best_of]
+        .into_iter()
+        .flatten()
+        .filter_map(|raw| raw.get().parse::<u64>().ok())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let p = price.unwrap_or(Price { input: 0, output: 0, cached_input: 0, cache_write: 0 });
+    let ask = Ask {
+        input_tokens,
+        input_cost: input_tokens.saturating_mul(p.input),
+        max_output: asked,
+        output_price: p.output,
+        choices,
+    };
+    let granted = app.budgets.reserve(&claims, ask).map_err(|r| {
+        let c = &claims[r.claim];
+        let (end, window) = ends[r.claim];
+        let usd = |pico: u64| pico as f64 / PICO;
+        ProxyError::BudgetExhausted(Box::new(BudgetRefusal {
+            policy: c.key.policy.clone(),
+            budget: c.key.budget.clone(),
+            scope: describe(&c.key.scope),
+            window: window_label(window),
+            // Settled spend plus what requests in flight hold.
+            spent_usd: usd(r.account.spent.saturating_add(r.account.reserved)),
+            limit_usd: c.usd.map_or(0.0, usd),
+            resets_in_secs: (end - now).max(1) as u64,
+        }))
+    })?;
+    let would_refuse = granted
+        .would_refuse
+        .iter()
+        .map(|&i| format!("{}:budgets.{}", claims[i].key.policy, claims[i].key.budget))
+        .collect();
+    let set_output = match field {
+        Some(f) if max_output.is_none() || granted.max_output < asked => Some((f, granted.max_output)),
+        _ => None,
+    };
+    guard.push(Box::new(Settlement { reservation: Some(granted.reservation), price }));
+    Ok(Some(Reserved { set_output, would_refuse }))
+}
+
+fn describe(scope: &str) -> String {
+    match scope.split_once(':') {
+        Some((kind, name)) => format!("{kind} `{name}`"),
+        None => "all requests".to_string(),
+    }
+}
+
+fn warn_unpriced_once(model: &str) {
+    static SEEN: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.insert(model.to_string()) {
+        tracing::warn!(model, "model has no price: its tokens are metered at cost 0 (unpriced_models: meter)");
+    }
+}
+
+/// Replaces the reservation by the exchange's real cost when it ends.
+struct Settlement {
+    reservation: Option<Reservation>,
+    price: Option<Price>,
+}
+
+impl Settle for Settlement {
+    fn settle(mut self: Box<Self>, end: End) -> SettleFuture {
+        if let Some(r) = self.reservation.take() {
+            let (cost, tokens) = match (end.usage, self.price) {
+                (Some(u), Some(p)) => (p.cost(&u), u.total()),
+                (Some(u), None) => (0, u.total()),
+                // Nothing was generated (the request failed before or at the upstream).
+                (None, _) => (0, 0),
+            };
+            r.settle(cost, tokens);
+        }
+        Box::pin(async {})
+    }
+}

@@ -1,0 +1,227 @@
+//! Budgets over real HTTP against the in-process mock (its usage: input = body bytes / 4,
+//! output = the `tokens` directive, capped by the request's limit): worst cases reserved
+//! before the upstream call, 429s in the caller's format naming the budget, concurrent
+//! requests that cannot share the same dollars, settlement from the reported usage, and
+//! reservations released by failures and dropped streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// mock-1 at $1 per million input tokens and $1,000 per million output tokens: an output
+/// token costs $0.001, so output dominates and the arithmetic stays readable.
+fn config() -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+providers:
+  - {{ name: local, kind: mock }}
+routes:
+  - {{ model: "mock-*", provider: local }}
+prices:
+  mock-1: {{ input: 1.0, output: 1000.0 }}
+keys:
+  - {{ name: demo, sha256: {DEMO_SHA}, team: demo }}
+  - {{ name: public-web, sha256: 76dfd30f65102d5924e08d70fca43cfc1ef108ba1ef51527fe477336a06d0f40, team: public }}
+"#
+    )
+}
+
+const DEMO: (&str, &str) = ("authorization", "Bearer sk-warden-demo");
+
+fn chat(max_tokens: u64) -> String {
+    json!({"model": "mock-1", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+}
+
+async fn start(policy: &str) -> (TestProxy, ConfigDir) {
+    let cd = ConfigDir::new(&config(), &[("budgets.yaml", policy)]);
+    (TestProxy::start_from(&cd).await, cd)
+}
+
+async fn spend(proxy: &TestProxy) -> Vec<Value> {
+    let r = get(&proxy.admin_url("/admin/spend"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["budgets"].as_array().unwrap().clone()
+}
+
+fn usd(v: &Value) -> f64 {
+    v.as_f64().unwrap()
+}
+
+/// What the mock charges for `chat(max)` answered with `tokens` output tokens.
+fn cost(body: &str, tokens: u64) -> f64 {
+    (body.len() as u64 / 4) as f64 * 1e-6 + tokens as f64 * 1e-3
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_is_a_429_naming_it_and_spend_is_the_reported_usage() {
+    let (proxy, _cd) = start(
+        r#"
+policies:
+  - name: caps
+    match: { teams: [demo] }
+    budgets:
+      - { name: per-key-daily, per: key, window: day, usd: 0.2 }
+"#,
+    )
+    .await;
+    let body = chat(50);
+    let mut ok = 0;
+    let last = loop {
+        let r = post(&proxy.url("/v1/chat/completions"), &[DEMO, ("x-mock", "tokens=40")], &body).await;
+        if r.status != 200 {
+            break r;
+        }
+        ok += 1;
+        assert!(ok < 10, "the budget never ran out");
+    };
+    // Each answer costs 40 output tokens ($0.04) but reserves 50 ($0.05): four fit in $0.20
+    // ($0.16 spent), and a fifth would need $0.05 of the $0.04 left.
+    assert_eq!(ok, 4);
+    assert_eq!(last.status, 429, "{}", last.text());
+    let e = &last.json()["error"];
+    assert_eq!(e["code"], "budget_exceeded");
+    assert_eq!(e["type"], "rate_limit_error");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("per-key-daily") && msg.contains("key `demo`") && msg.contains("day"), "{msg}");
+    let retry: u64 = last.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 0 && retry <= 86_400);
+    let rows = spend(&proxy).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["scope"], "key:demo");
+    assert!((usd(&rows[0]["spent_usd"]) - 4.0 * cost(&body, 40)).abs() < 1e-9, "{rows:?}");
+    assert_eq!(usd(&rows[0]["reserved_usd"]), 0.0);
+    // Another key of another team is not under this policy.
+    let r = post(&proxy.url("/v1/chat/completions"), &[PUBLIC], &body).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn concurrent_requests_cannot_spend_the_same_dollars() {
+    let (proxy, _cd) = start(
+        r#"
+policies:
+  - name: caps
+    budgets:
+      - { name: all, per: global, window: month, usd: 1.0 }
+"#,
+    )
+    .await;
+    // Each request reserves 100 output tokens ($0.10 + input) and uses 100: nine fit in $1
+    // at once, and the mock's delay keeps all 200 in flight together.
+    let body = chat(100);
+    let url = proxy.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { post(&url, &[DEMO, ("x-mock", "tokens=100,delay=300ms")], &body).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().as_u16());
+    }
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 200 - admitted, "{statuses:?}");
+    let one = cost(&body, 100);
+    assert_eq!(admitted, (1.0 / one).floor() as usize, "admitted {admitted}");
+    let rows = spend(&proxy).await;
+    let spent = usd(&rows[0]["spent_usd"]);
+    assert!(spent <= 1.0, "overspent: {spent}");
+    assert_eq!(usd(&rows[0]["reserved_usd"]), 0.0, "a reservation leaked");
+    // Sequential requests of a tenth of the size use the rest to within one request.
+    let small = chat(10);
+    while post(&url, &[DEMO, ("x-mock", "tokens=10")], &small).await.status == 200 {}
+    let spent = usd(&spend(&proxy).await[0]["spent_usd"]);
+    assert!(spent <= 1.0 && spent > 1.0 - cost(&small, 10) * 1.5, "spent {spent}");
+}
+
+#[tokio::test]
+async fn clamp_lowers_the_output_limit_to_what_is_left() {
+    let (proxy, _cd) = start(
+        r#"
+policies:
+  - name: caps
+    budgets:
+      - { name: soft, per: key, window: day, usd: 0.1, on_exhausted: clamp }
+"#,
+    )
+    .await;
+    let body = chat(80);
+    let url = proxy.url("/v1/chat/completions");
+    let r = post(&url, &[DEMO, ("x-mock", "tokens=80")], &body).await;
+    assert_eq!(r.json()["usage"]["completion_tokens"], 80);
+    // $0.02 left: the next request is lowered to the 19 output tokens that still fit.
+    let r = post(&url, &[DEMO, ("x-mock", "tokens=80")], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["completion_tokens"], 19);
+    let r = post(&url, &[DEMO, ("x-mock", "tokens=80")], &body).await;
+    assert_eq!(r.status, 429, "too little left to be worth sending: {}", r.text());
+}
+
+#[tokio::test]
+async fn failures_and_dropped_streams_release_or_settle_their_reservations() {
+    let (proxy, _cd) = start(
+        r#"
+policies:
+  - name: caps
+    budgets:
+      - { name: all, per: team, window: hour, usd: 5.0 }
+"#,
+    )
+    .await;
+    let url = proxy.url("/v1/chat/completions");
+    // An upstream error costs nothing.
+    let r = post(&url, &[DEMO, ("x-mock", "status=500")], &chat(100)).await;
+    assert_eq!(r.status, 500);
+    let rows = spend(&proxy).await;
+    assert_eq!((usd(&rows[0]["spent_usd"]), usd(&rows[0]["reserved_usd"])), (0.0, 0.0));
+    // A stream dropped half-way is charged for what was streamed, and releases the rest.
+    let body = json!({"model": "mock-1", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let mut resp = open_stream(&url, &[DEMO, ("x-mock", "tokens=100,chunks=20,chunk-delay=50ms")], &body).await;
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    let first = resp.body_mut().frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(resp);
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        rows = spend(&proxy).await;
+        if usd(&rows[0]["reserved_usd"]) == 0.0 {
+            break;
+        }
+    }
+    assert_eq!(usd(&rows[0]["reserved_usd"]), 0.0, "the dropped stream kept its reservation");
+    let spent = usd(&rows[0]["spent_usd"]);
+    assert!(spent > 0.0 && spent < 0.1, "charged {spent} for a stream cut early");
+    // A full stream is charged exactly its reported usage.
+    let before = spent;
+    let r = post(&url, &[DEMO, ("x-mock", "tokens=30,chunks=5")], &body).await;
+    assert_eq!(r.status, 200);
+    let after = usd(&spend(&proxy).await[0]["spent_usd"]);
+    let with_usage = body.len() + r#","stream_options":{"include_usage":true}"#.len();
+    assert!((after - before - cost(&" ".repeat(with_usage), 30)).abs() < 1e-9, "{before} → {after}");
+}
+
+#[tokio::test]
+async fn unpriced_models_are_never_silently_free() {
+    let cfg = config().replace("mock-1: { input: 1.0, output: 1000.0 }", "mock-9: { input: 1.0, output: 1.0 }");
+    let cd = ConfigDir::new(
+        &cfg,
+        &[(
+            "b.yaml",
+            "policies:\n  - name: caps\n    budgets:\n      - { name: all, per: global, window: day, usd: 1.0 }\n",
+        )],
+    );
+    let proxy = TestProxy::start_from(&cd).await;
+    let r = post(&proxy.url("/v1/chat/completions"), &[DEMO], &chat(10)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("no price"));
+}
