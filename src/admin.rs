@@ -56,39 +56,9 @@ pub async fn handle<B>(app: Arc<AppState>, req: Request<B>) -> Response<Body> {
     }
 }
 
-/// Every budget account of the current windows: spent, reserved in flight, remaining and
-/// when the window resets. Budgets removed from the policies are left out; their spend stays.
+/// Every budget account of the current windows (see [`crate::budget::spend_rows`]).
 fn spend_json(app: &AppState, snap: &crate::config::Snapshot) -> Vec<u8> {
-    use crate::budget::{now_secs, window_bounds, window_label};
-    use crate::config::prices::PICO;
-    let now = now_secs();
-    let usd = |pico: u64| pico as f64 / PICO;
-    let mut rows = Vec::new();
-    for (k, a) in app.budgets.snapshot() {
-        let Some(policy) = snap.policies.policies.iter().find(|p| p.name == k.policy) else { continue };
-        let Some(b) = policy.budgets.iter().find(|b| b.name == k.budget) else { continue };
-        let (start, end) = window_bounds(b.window, now);
-        if start != k.window_start {
-            continue;
-        }
-        let used = a.spent.saturating_add(a.reserved);
-        rows.push(serde_json::json!({
-            "policy": k.policy,
-            "budget": k.budget,
-            "scope": k.scope,
-            "window": window_label(b.window),
-            "window_start": start,
-            "resets_at": end,
-            "spent_usd": usd(a.spent),
-            "reserved_usd": usd(a.reserved),
-            "limit_usd": b.usd.map(usd),
-            "remaining_usd": b.usd.map(|cap| usd(cap.saturating_sub(used))),
-            "spent_tokens": a.spent_tokens,
-            "reserved_tokens": a.reserved_tokens,
-            "limit_tokens": b.tokens,
-            "remaining_tokens": b.tokens.map(|cap| cap.saturating_sub(a.spent_tokens.saturating_add(a.reserved_tokens))),
-        }));
-    }
+    let rows = crate::budget::spend_rows(snap, app.budgets.snapshot(), crate::budget::now_secs());
     serde_json::to_vec_pretty(&serde_json::json!({ "budgets": rows })).unwrap_or_default()
 }
 

@@ -114,6 +114,8 @@ pub struct Granted {
 #[derive(Debug)]
 pub struct Reservation {
     accounts: Vec<Arc<Mutex<Account>>>,
+    /// The accounts' keys, in the same order, for the ledger.
+    pub keys: Vec<AccountKey>,
     cost: u64,
     tokens: u64,
     settled: bool,
@@ -181,7 +183,13 @@ impl Accounts {
         }
         drop(guards);
         Ok(Granted {
-            reservation: Reservation { accounts: handles, cost, tokens, settled: false },
+            reservation: Reservation {
+                accounts: handles,
+                keys: order.iter().map(|&i| claims[i].key.clone()).collect(),
+                cost,
+                tokens,
+                settled: false,
+            },
             max_output: out,
             would_refuse,
         })
@@ -198,6 +206,16 @@ impl Accounts {
         all
     }
 
+    /// Puts settled spend read from the ledger back (at start).
+    pub fn load(&self, rows: Vec<crate::ledger::Row>) {
+        for (key, cost, tokens) in rows {
+            let a = self.account(&key);
+            let mut a = lock(&a);
+            a.spent = a.spent.saturating_add(cost);
+            a.spent_tokens = a.spent_tokens.saturating_add(tokens);
+        }
+    }
+
     /// One account's numbers (zero if it was never used).
     pub fn get(&self, key: &AccountKey) -> Account {
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
@@ -206,9 +224,10 @@ impl Accounts {
 }
 
 impl Reservation {
-    /// Replaces the reservation by what the exchange really cost.
-    pub fn settle(mut self, cost: u64, tokens: u64) {
+    /// Replaces the reservation by what the exchange really cost; returns the keys charged.
+    pub fn settle(mut self, cost: u64, tokens: u64) -> Vec<AccountKey> {
         self.apply(cost, tokens);
+        std::mem::take(&mut self.keys)
     }
 
     fn apply(&mut self, cost: u64, tokens: u64) {
@@ -231,6 +250,64 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.apply(0, 0);
     }
+}
+
+/// One budget account as `/admin/spend` and `warden spend` show it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SpendRow {
+    pub policy: String,
+    pub budget: String,
+    pub scope: String,
+    pub window: std::borrow::Cow<'static, str>,
+    pub window_start: i64,
+    pub resets_at: i64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub limit_usd: Option<f64>,
+    pub remaining_usd: Option<f64>,
+    pub spent_tokens: u64,
+    pub reserved_tokens: u64,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+}
+
+/// The accounts of the windows open at `now`, with the limits of the live policies. A
+/// budget no longer in the policies is left out; its spend stays in the ledger.
+pub fn spend_rows(
+    snap: &crate::config::Snapshot,
+    accounts: impl IntoIterator<Item = (AccountKey, Account)>,
+    now: i64,
+) -> Vec<SpendRow> {
+    use crate::config::prices::PICO;
+    let usd = |pico: u64| pico as f64 / PICO;
+    let mut rows = Vec::new();
+    for (k, a) in accounts {
+        let Some(policy) = snap.policies.policies.iter().find(|p| p.name == k.policy) else { continue };
+        let Some(b) = policy.budgets.iter().find(|b| b.name == k.budget) else { continue };
+        let (start, end) = window_bounds(b.window, now);
+        if start != k.window_start {
+            continue;
+        }
+        let used = a.spent.saturating_add(a.reserved);
+        rows.push(SpendRow {
+            policy: k.policy,
+            budget: k.budget,
+            scope: k.scope,
+            window: window_label(b.window).into(),
+            window_start: start,
+            resets_at: end,
+            spent_usd: usd(a.spent),
+            reserved_usd: usd(a.reserved),
+            limit_usd: b.usd.map(usd),
+            remaining_usd: b.usd.map(|cap| usd(cap.saturating_sub(used))),
+            spent_tokens: a.spent_tokens,
+            reserved_tokens: a.reserved_tokens,
+            limit_tokens: b.tokens,
+            remaining_tokens: b.tokens.map(|cap| cap.saturating_sub(a.spent_tokens.saturating_add(a.reserved_tokens))),
+        });
+    }
+    rows.sort_by(|a, b| (&a.policy, &a.budget, &a.scope).cmp(&(&b.policy, &b.budget, &b.scope)));
+    rows
 }
 
 /// The scope a budget counts a request under.

@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -42,6 +42,13 @@ enum Command {
     Schema,
     /// Print the SHA-256 of a virtual key for `keys[].sha256` (reads the key from stdin).
     HashKey,
+    /// Show spend per budget and scope for the current windows, from the ledger (works while
+    /// the proxy runs).
+    Spend {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::HashKey => hash_key(),
+        Command::Spend { json } => spend(&cli.config, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -234,4 +242,82 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+fn spend(config: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let snap = load_snapshot(config)
+        .map_err(|d| anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let path = snap.settings.ledger_path.clone().context("proxy.yaml has no `ledger:`; spend is not kept")?;
+    let stored = if path.exists() { warden::ledger::read_file(&path) } else { Ok(Vec::new()) };
+    let rows: Vec<warden::budget::SpendRow> = match stored {
+        Ok(rows) => {
+            let accounts = rows.into_iter().map(|(k, spent, spent_tokens)| {
+                (k, warden::budget::Account { spent, spent_tokens, reserved: 0, reserved_tokens: 0 })
+            });
+            warden::budget::spend_rows(&snap, accounts, warden::budget::now_secs())
+        }
+        // The running proxy holds the ledger's lock: ask it (its numbers include what is
+        // reserved in flight).
+        Err(read) => live_spend(&snap).map_err(|live| {
+            anyhow::anyhow!("{read} (a ledger left by a crash is repaired by the next `warden serve`); {live:#}")
+        })?,
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({ "budgets": rows }))?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<20} {:<20} {:<24} {:<7} {:>12} {:>12} {:>12}  resets (UTC)",
+        "policy", "budget", "scope", "window", "spent $", "limit $", "left $"
+    )?;
+    let money = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    for r in &rows {
+        let (y, m, d) = warden::clock::civil_from_days(r.resets_at.div_euclid(86_400));
+        let secs = r.resets_at.rem_euclid(86_400);
+        writeln!(
+            out,
+            "{:<20} {:<20} {:<24} {:<7} {:>12.4} {:>12} {:>12}  {y:04}-{m:02}-{d:02} {:02}:{:02}",
+            r.policy,
+            r.budget,
+            r.scope,
+            r.window,
+            r.spent_usd,
+            money(r.limit_usd),
+            money(r.remaining_usd),
+            secs / 3600,
+            secs / 60 % 60
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "no spend recorded in the current windows ({})", path.display())?;
+    }
+    Ok(())
+}
+
+/// `/admin/spend` of the running proxy, over its admin listener.
+fn live_spend(snap: &warden::config::Snapshot) -> anyhow::Result<Vec<warden::budget::SpendRow>> {
+    use http_body_util::BodyExt;
+    let s = &snap.settings;
+    anyhow::ensure!(
+        s.admin_tls.is_none(),
+        "the ledger is in use and the admin listener uses TLS: use `curl https://.../admin/spend`"
+    );
+    let url = format!("http://{}/admin/spend", s.admin_listen);
+    let token = s.admin_token.as_ref().map(|t| format!("Bearer {}", t.expose()));
+    runtime()?.block_on(async move {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let mut req = http::Request::get(&url).body(http_body_util::Empty::new())?;
+        if let Some(t) = token {
+            req.headers_mut().insert(http::header::AUTHORIZATION, t.parse()?);
+        }
+        let resp = client.request(req).await.with_context(|| format!("no running proxy answered {url}"))?;
+        anyhow::ensure!(resp.status().is_success(), "{url} answered {}", resp.status());
+        let body = resp.into_body().collect().await?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        let rows = v["budgets"].as_array().cloned().unwrap_or_default();
+        rows.into_iter().map(|r| Ok(serde_json::from_value(r)?)).collect()
+    })
 }

@@ -83,6 +83,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Budget accounts, by policy, budget, scope and window: kept across reloads.
     pub budgets: crate::budget::Accounts,
+    /// The durable ledger settled spend goes to, when `ledger:` is configured.
+    pub ledger: std::sync::OnceLock<crate::ledger::Ledger>,
     /// Set when draining: `/readyz` turns 503 so load balancers stop sending traffic.
     pub draining: AtomicBool,
     /// The last reload's outcome, for `/admin/policies`. Written only by the reloader.
@@ -98,6 +100,7 @@ impl AppState {
             transports,
             metrics: Metrics::new(),
             budgets: crate::budget::Accounts::default(),
+            ledger: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             reload_status: Mutex::new(ReloadStatus::default()),
         })

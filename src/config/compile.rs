@@ -127,6 +127,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         drain_timeout: limits.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
         policies_dir: base_dir.join(raw.policies.dir.as_deref().unwrap_or("policies")),
         watch_files: raw.policies.watch.unwrap_or(true),
+        ledger_path: raw.ledger.as_ref().map(|l| base_dir.join(&l.path)),
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();

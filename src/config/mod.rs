@@ -49,6 +49,15 @@ pub struct RawConfig {
     /// `reject` (default) or `meter`: what a dollar budget does with a model without a price.
     #[serde(default)]
     pub unpriced_models: prices::Unpriced,
+    /// Where settled spend is kept across restarts.
+    pub ledger: Option<RawLedger>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    /// A redb file; relative to proxy.yaml's folder, which is created if missing.
+    pub path: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

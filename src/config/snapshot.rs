@@ -33,6 +33,9 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub policies_dir: PathBuf,
     pub watch_files: bool,
+    /// The spend ledger, relative paths resolved against proxy.yaml's folder. Opened at
+    /// start; a reload that changes it takes effect at the next start.
+    pub ledger_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

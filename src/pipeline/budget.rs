@@ -11,6 +11,7 @@ use crate::budget::{now_secs, scope, window_bounds, window_label, AccountKey, As
 use crate::config::prices::{Price, Unpriced, PICO};
 use crate::config::Snapshot;
 use crate::error::{BudgetRefusal, ProxyError};
+use crate::ledger::Ledger;
 use crate::pipeline::exchange::{End, Settle, SettleFuture};
 use crate::policy::compile::Policy;
 use crate::policy::Mode;
@@ -134,7 +135,11 @@ pub fn reserve(
         Some(f) if max_output.is_none() || granted.max_output < asked => Some((f, granted.max_output)),
         _ => None,
     };
-    guard.push(Box::new(Settlement { reservation: Some(granted.reservation), price }));
+    guard.push(Box::new(Settlement {
+        reservation: Some(granted.reservation),
+        price,
+        ledger: app.ledger.get().cloned(),
+    }));
     Ok(Some(Reserved { set_output, would_refuse }))
 }
 
@@ -154,23 +159,34 @@ fn warn_unpriced_once(model: &str) {
     }
 }
 
-/// Replaces the reservation by the exchange's real cost when it ends.
+/// Replaces the reservation by the exchange's real cost when it ends, and writes that cost
+/// to the ledger: the future completes once it is committed.
 struct Settlement {
     reservation: Option<Reservation>,
     price: Option<Price>,
+    ledger: Option<Ledger>,
 }
 
 impl Settle for Settlement {
     fn settle(mut self: Box<Self>, end: End) -> SettleFuture {
-        if let Some(r) = self.reservation.take() {
-            let (cost, tokens) = match (end.usage, self.price) {
-                (Some(u), Some(p)) => (p.cost(&u), u.total()),
-                (Some(u), None) => (0, u.total()),
-                // Nothing was generated (the request failed before or at the upstream).
-                (None, _) => (0, 0),
-            };
-            r.settle(cost, tokens);
+        let Some(r) = self.reservation.take() else { return Box::pin(async {}) };
+        let (cost, tokens) = match (end.usage, self.price) {
+            (Some(u), Some(p)) => (p.cost(&u), u.total()),
+            (Some(u), None) => (0, u.total()),
+            // Nothing was generated (the request failed before or at the upstream).
+            (None, _) => (0, 0),
+        };
+        let keys = r.settle(cost, tokens);
+        match &self.ledger {
+            Some(ledger) if cost > 0 || tokens > 0 => {
+                let acks: Vec<_> = keys.into_iter().map(|k| ledger.record(k, cost, tokens)).collect();
+                Box::pin(async move {
+                    for ack in acks {
+                        let _ = ack.await;
+                    }
+                })
+            }
+            _ => Box::pin(async {}),
         }
-        Box::pin(async {})
     }
 }

@@ -106,7 +106,14 @@ pub enum StartError {
 pub async fn start_from_file(config_path: &Path, watch: bool) -> Result<Running, StartError> {
     let mut snap = crate::policy::reload::load_snapshot(config_path).map_err(StartError::Config)?;
     snap.policies.version = 1;
+    let ledger_path = snap.settings.ledger_path.clone();
     let app = AppState::new(snap);
+    if let Some(path) = ledger_path {
+        let (ledger, rows) = crate::ledger::Ledger::open(&path).map_err(|e| StartError::Io(io::Error::other(e)))?;
+        tracing::info!(target: "warden", path = %path.display(), accounts = rows.len(), "spend ledger open");
+        app.budgets.load(rows);
+        let _ = app.ledger.set(ledger);
+    }
     crate::policy::reload::initial(&app);
     let running = start(app.clone()).await?;
     if watch {
