@@ -62,6 +62,9 @@ routes:
   - { model: "mock-*", provider: upstream }
 keys:
   - { name: bench, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: bench }
+# The mock has no price: with the shipped policies, the daily budget reserves and settles
+# at cost 0, so a long run never exhausts it.
+unpriced_models: meter
 EOF
 BENCH_UPSTREAM_KEY=sk-bench TOKIO_WORKER_THREADS=${WARDEN_THREADS:-2} "$W" serve --config "$OUT/warden.yaml" >"$OUT/warden.log" 2>&1 &
 pids+=($!); WARDEN_PID=$!

@@ -56,6 +56,9 @@ keys:
   - { name: demo, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: demo }
   - { name: public-web, sha256: 76dfd30f65102d5924e08d70fca43cfc1ef108ba1ef51527fe477336a06d0f40, team: public }
 policies: { dir: policies, watch: false }
+# The mock has no price: the shipped daily budget still reserves and settles every request,
+# at cost 0, so a long run never exhausts it.
+unpriced_models: meter
 EOF
   BENCH_UPSTREAM_KEY=sk-bench "${BINS[$i]}" serve --config "$OUT/proxy-$i.yaml" >"$OUT/warden-$i.log" 2>&1 &
   pids+=($!)
