@@ -7,12 +7,11 @@
 //! dollars. The exchange guard later replaces the reservation by the real cost
 //! ([`Reservation::settle`]); a request that never reaches its end releases it.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::policy::{OnExhausted, Per, Window};
+use crate::shard::{lock, ShardedMap};
 
 /// Which account: a budget of a policy, for one scope, in one window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,27 +33,10 @@ pub struct Account {
     pub reserved_tokens: u64,
 }
 
-const SHARDS: usize = 32;
-
-/// Every account, sharded so that finding one never waits on unrelated requests.
+/// Every account.
+#[derive(Default)]
 pub struct Accounts {
-    shards: Vec<Mutex<HashMap<AccountKey, Arc<Mutex<Account>>>>>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Default for Accounts {
-    fn default() -> Accounts {
-        Accounts {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere never leaves an account half-written: every update is a few
-    // integer assignments, so a poisoned lock still holds consistent numbers.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    map: ShardedMap<AccountKey, Account>,
 }
 
 /// One budget a request must fit into.
@@ -126,8 +108,7 @@ pub const MIN_CLAMPED_OUTPUT: u64 = 16;
 
 impl Accounts {
     fn account(&self, key: &AccountKey) -> Arc<Mutex<Account>> {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        lock(shard).entry(key.clone()).or_default().clone()
+        self.map.entry(key)
     }
 
     /// Reserves `ask`'s worst case on every claim at once, or on none.
@@ -197,11 +178,7 @@ impl Accounts {
 
     /// A copy of every account, for `/admin/spend` and tests.
     pub fn snapshot(&self) -> Vec<(AccountKey, Account)> {
-        let mut all: Vec<(AccountKey, Account)> = self
-            .shards
-            .iter()
-            .flat_map(|s| lock(s).iter().map(|(k, v)| (k.clone(), *lock(v))).collect::<Vec<_>>())
-            .collect();
+        let mut all = self.map.snapshot();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -218,37 +195,43 @@ impl Accounts {
 
     /// One account's numbers (zero if it was never used).
     pub fn get(&self, key: &AccountKey) -> Account {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        lock(shard).get(key).map(|a| *lock(a)).unwrap_or_default()
+        self.map.get(key)
     }
 }
 
 impl Reservation {
-    /// Replaces the reservation by what the exchange really cost; returns the keys charged.
-    pub fn settle(mut self, cost: u64, tokens: u64) -> Vec<AccountKey> {
-        self.apply(cost, tokens);
-        std::mem::take(&mut self.keys)
+    /// Replaces the reservation by what the exchange really cost; returns each account
+    /// charged with its numbers before and after.
+    pub fn settle(mut self, cost: u64, tokens: u64) -> Vec<(AccountKey, Account, Account)> {
+        let changes = self.apply(cost, tokens);
+        std::mem::take(&mut self.keys).into_iter().zip(changes).map(|(k, (b, a))| (k, b, a)).collect()
     }
 
-    fn apply(&mut self, cost: u64, tokens: u64) {
+    /// Each account's numbers just before and just after, read under its lock (so a
+    /// threshold crossed by concurrent settlements is seen by exactly one of them).
+    fn apply(&mut self, cost: u64, tokens: u64) -> Vec<(Account, Account)> {
         if self.settled {
-            return;
+            return Vec::new();
         }
         self.settled = true;
+        let mut changes = Vec::with_capacity(self.accounts.len());
         for a in &self.accounts {
             let mut a = lock(a);
+            let before = *a;
             a.reserved = a.reserved.saturating_sub(self.cost);
             a.reserved_tokens = a.reserved_tokens.saturating_sub(self.tokens);
             a.spent = a.spent.saturating_add(cost);
             a.spent_tokens = a.spent_tokens.saturating_add(tokens);
+            changes.push((before, *a));
         }
+        changes
     }
 }
 
 impl Drop for Reservation {
     /// Never settled: nothing was spent, the reservation is released.
     fn drop(&mut self) {
-        self.apply(0, 0);
+        let _ = self.apply(0, 0);
     }
 }
 

@@ -82,12 +82,25 @@ pub enum ProxyError {
     Upstream { provider: String, failure: UpstreamFailure, detail: String },
     #[error("blocked by policy `{}` (rule `{}`): {}", .0.policy, .0.rule, .0.message)]
     PolicyViolation(Box<Violation>),
+    /// A rate limit has no room for the request now.
+    #[error("rate limit `{}` of policy `{}` for {} reached; retry in {}s", .0.limit, .0.policy, .0.scope, .0.retry_after_secs)]
+    RateLimited(Box<RateRefusal>),
     /// A dollar budget applies, the model has no price, and `unpriced_models: reject`.
     #[error("model `{0}` has no price and a dollar budget applies: add it under `prices:` in proxy.yaml, or set `unpriced_models: meter`")]
     UnpricedModel(String),
     /// A budget has no room for the request's worst case.
     #[error("budget `{}` of policy `{}` for {} is exhausted for this {} (spent ${:.4} of ${:.4}); it resets in {}s", .0.budget, .0.policy, .0.scope, .0.window, .0.spent_usd, .0.limit_usd, .0.resets_in_secs)]
     BudgetExhausted(Box<BudgetRefusal>),
+}
+
+/// Which rate limit refused a request, for the 429 and its `retry-after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateRefusal {
+    pub policy: String,
+    /// `requests_per_minute`, `tokens_per_minute` or `max_concurrent`.
+    pub limit: &'static str,
+    pub scope: String,
+    pub retry_after_secs: u64,
 }
 
 /// Which budget refused a request, for the 429 and its `retry-after`.
@@ -252,6 +265,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
             ProxyError::BudgetExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UnpricedModel(_) => StatusCode::FORBIDDEN,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -283,6 +297,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
             ProxyError::BudgetExhausted(_) => ErrorClass::RateLimit,
             ProxyError::UnpricedModel(_) => ErrorClass::Permission,
+            ProxyError::RateLimited(_) => ErrorClass::RateLimit,
         }
     }
 
@@ -313,6 +328,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => "policy_violation",
             ProxyError::BudgetExhausted(_) => "budget_exhausted",
             ProxyError::UnpricedModel(_) => "unpriced_model",
+            ProxyError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -326,6 +342,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => Some("policy_violation"),
             ProxyError::BudgetExhausted(_) => Some("budget_exceeded"),
             ProxyError::UnpricedModel(_) => Some("unpriced_model"),
+            ProxyError::RateLimited(_) => Some("rate_limit_exceeded"),
             ProxyError::Forbidden(_)
             | ProxyError::DuplicateKey { .. }
             | ProxyError::InvalidJson(_)
@@ -369,6 +386,7 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::BudgetExhausted(_)
             | ProxyError::UnpricedModel(_)
+            | ProxyError::RateLimited(_)
             | ProxyError::Upstream { .. } => None,
         }
     }
@@ -401,6 +419,7 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::BudgetExhausted(_)
             | ProxyError::UnpricedModel(_)
+            | ProxyError::RateLimited(_)
             | ProxyError::PolicyViolation(_) => None,
         }
     }
@@ -411,6 +430,9 @@ impl ProxyError {
         let status = self.status();
         let body = family.dialect().error_body(self.class(), self.code(), self.param(), &self.to_string());
         let mut resp = json_response(status, body);
+        if let ProxyError::RateLimited(r) = &self {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs.max(1)));
+        }
         if let ProxyError::BudgetExhausted(r) = &self {
             let h = resp.headers_mut();
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(r.resets_in_secs.max(1)));

@@ -19,6 +19,7 @@
 //! - [`clock`]: UTC calendar arithmetic.
 
 pub mod admin;
+pub mod alerts;
 pub mod budget;
 pub mod clock;
 pub mod config;
@@ -29,6 +30,8 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod provider;
+pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod shard;
 pub mod state;

@@ -33,6 +33,14 @@ pub struct Metrics {
     /// Tokens by key, team, model, provider, direction (input, output, cached_input,
     /// cache_write, reasoning) and whether they were estimated.
     pub tokens: IntCounterVec,
+    /// Settled cost in USD. Labels: key, team, model.
+    pub cost: prometheus::CounterVec,
+    /// What is left of each budget in its current window. Labels: budget (policy/name), scope.
+    pub budget_remaining: prometheus::GaugeVec,
+    /// Budget alert thresholds crossed. Labels: budget, scope, threshold.
+    pub budget_alerts: IntCounterVec,
+    /// Requests refused by a rate limit. Labels: policy, limit.
+    pub ratelimit_rejections: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -110,8 +118,31 @@ impl Metrics {
             ),
             &["key", "team", "model", "provider", "direction", "estimated"],
         ));
+        let cost = must(prometheus::CounterVec::new(
+            Opts::new("warden_cost_usd_total", "Settled cost in USD, from the reported usage and the price table."),
+            &["key", "team", "model"],
+        ));
+        let budget_remaining = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "warden_budget_remaining_usd",
+                "USD left in each budget's current window (policy/budget, scope).",
+            ),
+            &["budget", "scope"],
+        ));
+        let budget_alerts = must(IntCounterVec::new(
+            Opts::new("warden_budget_alerts_total", "Budget alert thresholds crossed, once per window."),
+            &["budget", "scope", "threshold"],
+        ));
+        let ratelimit_rejections = must(IntCounterVec::new(
+            Opts::new("warden_ratelimit_rejections_total", "Requests refused by a rate limit."),
+            &["policy", "limit"],
+        ));
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cost.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(budget_remaining.clone()),
+            Box::new(budget_alerts.clone()),
+            Box::new(ratelimit_rejections.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(ttfb.clone()),
@@ -140,6 +171,10 @@ impl Metrics {
             policy_info,
             policy_decisions,
             tokens,
+            cost,
+            budget_remaining,
+            budget_alerts,
+            ratelimit_rejections,
         }
     }
 

@@ -83,6 +83,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Budget accounts, by policy, budget, scope and window: kept across reloads.
     pub budgets: crate::budget::Accounts,
+    /// Rate-limit buckets and in-flight counts, by policy, limit and scope.
+    pub limiters: crate::ratelimit::Limiters,
     /// The durable ledger settled spend goes to, when `ledger:` is configured.
     pub ledger: std::sync::OnceLock<crate::ledger::Ledger>,
     /// Set when draining: `/readyz` turns 503 so load balancers stop sending traffic.
@@ -101,6 +103,7 @@ impl AppState {
             metrics: Metrics::new(),
             budgets: crate::budget::Accounts::default(),
             ledger: std::sync::OnceLock::new(),
+            limiters: crate::ratelimit::Limiters::default(),
             draining: AtomicBool::new(false),
             reload_status: Mutex::new(ReloadStatus::default()),
         })

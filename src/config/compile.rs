@@ -111,6 +111,20 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         },
         None => None,
     };
+    let alert_webhook = raw.alerts.webhook.as_ref().and_then(|w| match interpolate(&w.value, cx.env) {
+        Ok(url) if url.trim().is_empty() => None,
+        Ok(url) => match url.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Some(u),
+            _ => {
+                cx.err(w, "`alerts.webhook` must be an http:// or https:// URL");
+                None
+            }
+        },
+        Err(e) => {
+            cx.err(w, e);
+            None
+        }
+    });
     let settings = Settings {
         api_listen: cx.addr(raw.server.listen.as_ref(), "127.0.0.1:8787"),
         api_tls: cx.tls(raw.server.tls.as_ref(), base_dir),
@@ -128,6 +142,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         policies_dir: base_dir.join(raw.policies.dir.as_deref().unwrap_or("policies")),
         watch_files: raw.policies.watch.unwrap_or(true),
         ledger_path: raw.ledger.as_ref().map(|l| base_dir.join(&l.path)),
+        alert_webhook,
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();

@@ -51,6 +51,15 @@ pub struct RawConfig {
     pub unpriced_models: prices::Unpriced,
     /// Where settled spend is kept across restarts.
     pub ledger: Option<RawLedger>,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// An http(s) URL that budget alerts are POSTed to as JSON; `${ENV}` allowed, empty: none.
+    pub webhook: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,8 @@ pub struct Settings {
     /// The spend ledger, relative paths resolved against proxy.yaml's folder. Opened at
     /// start; a reload that changes it takes effect at the next start.
     pub ledger_path: Option<PathBuf>,
+    /// Where budget alerts are POSTed.
+    pub alert_webhook: Option<http::Uri>,
 }
 
 #[derive(Debug, Clone)]

@@ -5,13 +5,12 @@
 //! so that the worst case fits. A request that names no output limit gets one, so that its
 //! worst case is bounded.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::budget::{now_secs, scope, window_bounds, window_label, AccountKey, Ask, Claim, Reservation};
 use crate::config::prices::{Price, Unpriced, PICO};
 use crate::config::Snapshot;
 use crate::error::{BudgetRefusal, ProxyError};
-use crate::ledger::Ledger;
 use crate::pipeline::exchange::{End, Settle, SettleFuture};
 use crate::policy::compile::Policy;
 use crate::policy::Mode;
@@ -29,6 +28,10 @@ pub struct Subject<'a, 'v> {
     pub team: &'a str,
     /// The model the upstream receives.
     pub model: &'a str,
+    /// Metric labels: the key's name (`passthrough` for clients' own keys) and the model as
+    /// a configured name or route pattern.
+    pub metric_key: &'a str,
+    pub model_label: &'a str,
     pub endpoint: Endpoint,
     pub view: &'a RequestView<'v>,
     pub body_len: usize,
@@ -47,16 +50,17 @@ pub struct Reserved {
 
 /// Reserves on every budget of `policies`.
 pub fn reserve(
-    app: &AppState,
+    app: &Arc<AppState>,
     snap: &Snapshot,
     policies: &[&Policy],
     subject: &Subject<'_, '_>,
     guard: &mut crate::pipeline::exchange::Guard,
 ) -> Result<Option<Reserved>, ProxyError> {
-    let (view, max_output) = (subject.view, subject.max_output);
+    let max_output = subject.max_output;
     let now = now_secs();
     let mut claims = Vec::new();
     let mut ends = Vec::new();
+    let mut alert_lists = Vec::new();
     for p in policies {
         for b in &p.budgets {
             let (start, end) = window_bounds(b.window, now);
@@ -73,6 +77,7 @@ pub fn reserve(
                 enforce: p.mode == Mode::Enforce,
             });
             ends.push((end, b.window));
+            alert_lists.push(b.alerts.clone());
         }
     }
     if claims.is_empty() {
@@ -89,20 +94,7 @@ pub fn reserve(
             }
         },
     };
-    let input_tokens = view.estimate_input_tokens(subject.body_len);
-    let (field, asked) = match (max_output, subject.endpoint.max_tokens_field()) {
-        (Some((field, v)), _) => (Some(field), v),
-        (None, Some(field)) => (Some(field), DEFAULT_OUTPUT_RESERVATION),
-        // Embeddings and count_tokens generate nothing.
-        (None, None) => (None, 0),
-    };
-    let choices = [view.fields.n, view.fields.best_of]
-        .into_iter()
-        .flatten()
-        .filter_map(|raw| raw.get().parse::<u64>().ok())
-        .max()
-        .unwrap_or(1)
-        .max(1);
+    let Worst { input_tokens, field, asked, choices } = worst_case(subject);
     let p = price.unwrap_or(Price { input: 0, output: 0, cached_input: 0, cache_write: 0 });
     let ask = Ask {
         input_tokens,
@@ -135,15 +127,62 @@ pub fn reserve(
         Some(f) if max_output.is_none() || granted.max_output < asked => Some((f, granted.max_output)),
         _ => None,
     };
+    let lines = claims
+        .iter()
+        .zip(&alert_lists)
+        .zip(&ends)
+        .map(|((c, alerts), (_, window))| Line {
+            key: c.key.clone(),
+            usd: c.usd,
+            alerts: alerts.clone(),
+            window: window_label(*window),
+        })
+        .collect();
+    let cost_metric = app.metrics.cost.with_label_values(&[subject.metric_key, subject.team, subject.model_label]);
     guard.push(Box::new(Settlement {
         reservation: Some(granted.reservation),
         price,
-        ledger: app.ledger.get().cloned(),
+        app: app.clone(),
+        lines,
+        cost_metric,
     }));
     Ok(Some(Reserved { set_output, would_refuse }))
 }
 
-fn describe(scope: &str) -> String {
+/// A request's worst case: its estimated prompt, the output limit it will be sent with (and
+/// the field that holds it), and how many candidates may each use all of it.
+pub struct Worst {
+    pub input_tokens: u64,
+    pub field: Option<&'static str>,
+    pub asked: u64,
+    pub choices: u64,
+}
+
+impl Worst {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.asked.saturating_mul(self.choices))
+    }
+}
+
+pub fn worst_case(subject: &Subject<'_, '_>) -> Worst {
+    let view = subject.view;
+    let (field, asked) = match (subject.max_output, subject.endpoint.max_tokens_field()) {
+        (Some((field, v)), _) => (Some(field), v),
+        (None, Some(field)) => (Some(field), DEFAULT_OUTPUT_RESERVATION),
+        // Embeddings and count_tokens generate nothing.
+        (None, None) => (None, 0),
+    };
+    let choices = [view.fields.n, view.fields.best_of]
+        .into_iter()
+        .flatten()
+        .filter_map(|raw| raw.get().parse::<u64>().ok())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    Worst { input_tokens: view.estimate_input_tokens(subject.body_len), field, asked, choices }
+}
+
+pub fn describe(scope: &str) -> String {
     match scope.split_once(':') {
         Some((kind, name)) => format!("{kind} `{name}`"),
         None => "all requests".to_string(),
@@ -159,12 +198,23 @@ fn warn_unpriced_once(model: &str) {
     }
 }
 
-/// Replaces the reservation by the exchange's real cost when it ends, and writes that cost
-/// to the ledger: the future completes once it is committed.
+/// What the settlement needs of a budget beyond its account.
+struct Line {
+    key: AccountKey,
+    usd: Option<u64>,
+    alerts: Vec<f64>,
+    window: &'static str,
+}
+
+/// Replaces the reservation by the exchange's real cost when it ends, updates the cost and
+/// remaining-budget metrics, fires the alerts whose thresholds it crossed, and writes the
+/// cost to the ledger: the future completes once it is committed.
 struct Settlement {
     reservation: Option<Reservation>,
     price: Option<Price>,
-    ledger: Option<Ledger>,
+    app: Arc<AppState>,
+    lines: Vec<Line>,
+    cost_metric: prometheus::Counter,
 }
 
 impl Settle for Settlement {
@@ -176,10 +226,35 @@ impl Settle for Settlement {
             // Nothing was generated (the request failed before or at the upstream).
             (None, _) => (0, 0),
         };
-        let keys = r.settle(cost, tokens);
-        match &self.ledger {
+        let changes = r.settle(cost, tokens);
+        if cost > 0 {
+            self.cost_metric.inc_by(cost as f64 / PICO);
+        }
+        let m = &self.app.metrics;
+        let webhook = self.app.snapshot.load().settings.alert_webhook.clone();
+        for (key, before, after) in &changes {
+            let Some(line) = self.lines.iter().find(|l| &l.key == key) else { continue };
+            let Some(cap) = line.usd else { continue };
+            let label = format!("{}/{}", key.policy, key.budget);
+            let left = cap.saturating_sub(after.spent.saturating_add(after.reserved));
+            m.budget_remaining.with_label_values(&[label.as_str(), key.scope.as_str()]).set(left as f64 / PICO);
+            for threshold in crate::alerts::crossed(&line.alerts, cap, before.spent, after.spent) {
+                let alert = crate::alerts::Alert {
+                    policy: key.policy.clone(),
+                    budget: key.budget.clone(),
+                    scope: key.scope.clone(),
+                    window: line.window,
+                    window_start: key.window_start,
+                    spent_usd: after.spent as f64 / PICO,
+                    limit_usd: cap as f64 / PICO,
+                    threshold,
+                };
+                crate::alerts::fire(m, webhook.as_ref(), alert);
+            }
+        }
+        match self.app.ledger.get() {
             Some(ledger) if cost > 0 || tokens > 0 => {
-                let acks: Vec<_> = keys.into_iter().map(|k| ledger.record(k, cost, tokens)).collect();
+                let acks: Vec<_> = changes.into_iter().map(|(k, _, _)| ledger.record(k, cost, tokens)).collect();
                 Box::pin(async move {
                     for ack in acks {
                         let _ = ack.await;

@@ -62,6 +62,8 @@ pub struct RequestCtx {
     pub collect_output: bool,
     /// The model's output, gathered when `collect_output` is set.
     pub output: Option<Output>,
+    /// The tightest rate-limit quotas, for the `x-ratelimit-*` headers.
+    pub rate_headers: Option<crate::ratelimit::Headers>,
 }
 
 impl RequestCtx {
@@ -93,6 +95,7 @@ impl RequestCtx {
             usage: None,
             collect_output: false,
             output: None,
+            rate_headers: None,
         }
     }
 

@@ -37,6 +37,7 @@ pub mod exchange;
 pub mod finish;
 pub mod parse;
 pub mod policy;
+pub mod ratelimit;
 pub mod respond;
 pub mod route;
 pub mod stream;
@@ -87,7 +88,7 @@ where
     }
 }
 
-async fn run<B>(app: &AppState, cx: &mut RequestCtx, req: Request<B>, path: &str) -> Result<Reply, ProxyError>
+async fn run<B>(app: &Arc<AppState>, cx: &mut RequestCtx, req: Request<B>, path: &str) -> Result<Reply, ProxyError>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: Into<crate::http::body::BoxError>,
@@ -183,22 +184,28 @@ where
 
     let mut guard = exchange::Guard::default();
     let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
-    if evaluated.policies.iter().any(|p| !p.budgets.is_empty()) {
+    if evaluated.policies.iter().any(|p| !p.budgets.is_empty() || !p.rate_limits.is_empty()) {
         if endpoint.batch_item().is_some() || matches!(endpoint, Endpoint::Batches | Endpoint::Other) {
             return Err(ProxyError::Forbidden(
                 "a budget applies, and warden cannot yet price batches or pass-through paths: send the requests one by one".into(),
             ));
         }
         let key_scope = cx.passthrough.clone().unwrap_or_else(|| cx.key_name().to_string());
+        let team = cx.team().to_string();
+        let metric_key = cx.key_name().to_string();
         let subject = budget::Subject {
             key: &key_scope,
-            team: cx.team(),
+            team: &team,
+            metric_key: &metric_key,
+            model_label: cx.model_label.as_deref().unwrap_or("none"),
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
             endpoint,
             view: &view,
             body_len: body.len(),
             max_output: policy::top_output_limit(endpoint, &view, &evaluated.decision, top),
         };
+        let worst = budget::worst_case(&subject).tokens();
+        ratelimit::admit(app, &evaluated.policies, &subject, worst, &mut guard, &mut cx.rate_headers)?;
         let reserved = budget::reserve(app, &snap, &evaluated.policies, &subject, &mut guard)?;
         if let Some(r) = reserved {
             if let Some((field, value)) = r.set_output {

@@ -48,6 +48,9 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
         }
     }
     parts.headers.insert(POLICY_VERSION, HeaderValue::from(fin.cx.snapshot.policies.version));
+    if let Some(h) = &fin.cx.rate_headers {
+        rate_headers(&mut parts.headers, h);
+    }
     fin.status = Some(parts.status);
     if http_body::Body::is_end_stream(&body) {
         fin.outcome = Outcome::Complete;
@@ -79,6 +82,24 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
         settling: None,
     };
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// OpenAI's `x-ratelimit-*` headers, from warden's own limits (they replace the upstream's:
+/// the client is limited by warden first).
+fn rate_headers(headers: &mut http::HeaderMap, h: &crate::ratelimit::Headers) {
+    use crate::ratelimit::format_reset;
+    let names = [
+        ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", h.requests),
+        ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", h.tokens),
+    ];
+    for (limit, remaining, reset, quota) in names {
+        let Some(q) = quota else { continue };
+        headers.insert(limit, HeaderValue::from(q.limit));
+        headers.insert(remaining, HeaderValue::from(q.remaining));
+        if let Ok(v) = HeaderValue::from_str(&format_reset(q.reset_secs)) {
+            headers.insert(reset, v);
+        }
+    }
 }
 
 /// A successful `text/event-stream` response: the streams the failure contract covers.

@@ -42,7 +42,17 @@ pub struct Policy {
     routes: Vec<Endpoint>,
     pub limits: Option<Limits>,
     pub budgets: Vec<Budget>,
+    pub rate_limits: Vec<RateLimit>,
     pub mode: Mode,
+}
+
+/// A compiled rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per: super::Per,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_concurrent: Option<u64>,
 }
 
 /// A compiled budget: caps in picodollars and tokens per calendar window.
@@ -305,6 +315,16 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
         routes,
         limits: p.limits.as_ref().map(|l| compile_limits(cx, l, p.mode)),
         budgets: compile_budgets(cx, &p.budgets),
+        rate_limits: p
+            .rate_limits
+            .iter()
+            .map(|r| RateLimit {
+                per: r.per,
+                requests_per_minute: r.requests_per_minute.as_ref().map(|v| cx.ceiling(v, "`requests_per_minute`")),
+                tokens_per_minute: r.tokens_per_minute.as_ref().map(|v| cx.ceiling(v, "`tokens_per_minute`")),
+                max_concurrent: r.max_concurrent.as_ref().map(|v| cx.ceiling(v, "`max_concurrent`")),
+            })
+            .collect(),
         mode: p.mode,
     }
 }

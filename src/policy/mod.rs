@@ -72,6 +72,25 @@ pub struct RawPolicy {
     /// Spend and token caps per key, team, model or for everything, per calendar window (UTC).
     #[serde(default)]
     pub budgets: Vec<RawBudget>,
+    /// Requests and tokens per minute, and requests in flight, per key or team.
+    #[serde(default)]
+    pub rate_limits: Vec<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Who the limit counts for: `key`, `team`, `model` or `global`.
+    pub per: Per,
+    #[schemars(with = "Option<i64>")]
+    pub requests_per_minute: Option<Spanned<i64>>,
+    /// Tokens (the prompt's estimate plus the output limit at admission; the reported usage
+    /// once the exchange ends).
+    #[schemars(with = "Option<i64>")]
+    pub tokens_per_minute: Option<Spanned<i64>>,
+    /// Requests in flight at once.
+    #[schemars(with = "Option<i64>")]
+    pub max_concurrent: Option<Spanned<i64>>,
 }
 
 /// Who a budget counts for.
@@ -249,7 +268,7 @@ pub struct ToolsRule {
 
 /// Sections planned for later versions: named so that a file using one gets a clear error
 /// instead of being half-applied.
-const PLANNED_SECTIONS: [&str; 5] = ["rate_limits", "injection", "schema", "cache", "retries"];
+const PLANNED_SECTIONS: [&str; 4] = ["injection", "schema", "cache", "retries"];
 
 /// A parsed policy file and where it came from.
 pub struct LoadedFile {

@@ -1,0 +1,72 @@
+//! Rate-limit stage: admits the request against every `rate_limits` entry of the matching
+//! policies (requests and tokens per minute, requests in flight), before its budget is
+//! reserved and before anything is sent; leaves the correction to the real token count, and
+//! the end of its in-flight slot, in the exchange guard. The tightest quotas become the
+//! response's `x-ratelimit-*` headers, on refusals and streams too.
+
+use crate::error::{ProxyError, RateRefusal};
+use crate::pipeline::budget::Subject;
+use crate::pipeline::exchange::{End, Guard, Settle, SettleFuture};
+use crate::policy::compile::Policy;
+use crate::policy::Mode;
+use crate::ratelimit::{Admitted, Check, Headers, LimitKey};
+use crate::state::AppState;
+
+/// Admits the request or refuses it (429 with `retry-after`). `tokens`: its worst case.
+pub fn admit(
+    app: &AppState,
+    policies: &[&Policy],
+    subject: &Subject<'_, '_>,
+    tokens: u64,
+    guard: &mut Guard,
+    headers: &mut Option<Headers>,
+) -> Result<(), ProxyError> {
+    let checks: Vec<Check> = policies
+        .iter()
+        // A monitored policy's limits do not refuse; rate limits have no "would" state to keep.
+        .filter(|p| p.mode == Mode::Enforce)
+        .flat_map(|p| {
+            p.rate_limits.iter().enumerate().map(move |(index, l)| Check {
+                key: LimitKey {
+                    policy: p.name.clone(),
+                    index,
+                    scope: crate::budget::scope(l.per, subject.key, subject.team, subject.model),
+                },
+                limit: *l,
+            })
+        })
+        .collect();
+    if checks.is_empty() {
+        return Ok(());
+    }
+    match app.limiters.admit(&checks, tokens) {
+        Ok(a) => {
+            *headers = Some(a.headers);
+            guard.push(Box::new(Slot(Some(a))));
+            Ok(())
+        }
+        Err(r) => {
+            *headers = Some(r.headers);
+            let c = &checks[r.check];
+            app.metrics.ratelimit_rejections.with_label_values(&[c.key.policy.as_str(), r.limit]).inc();
+            Err(ProxyError::RateLimited(Box::new(RateRefusal {
+                policy: c.key.policy.clone(),
+                limit: r.limit,
+                scope: crate::pipeline::budget::describe(&c.key.scope),
+                retry_after_secs: r.retry_after_secs.ceil().max(1.0) as u64,
+            })))
+        }
+    }
+}
+
+/// Gives the in-flight slot back and corrects the token estimate when the exchange ends.
+struct Slot(Option<Admitted>);
+
+impl Settle for Slot {
+    fn settle(mut self: Box<Self>, end: End) -> SettleFuture {
+        if let Some(a) = self.0.take() {
+            a.settle(end.usage.map_or(0, |u| u.total()));
+        }
+        Box::pin(async {})
+    }
+}
