@@ -225,3 +225,119 @@ async fn unpriced_models_are_never_silently_free() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("no price"));
 }
+
+#[tokio::test]
+async fn cancellation_at_every_stage_releases_the_reservation() {
+    let (proxy, cd) = start(
+        r#"
+policies:
+  - name: caps
+    budgets:
+      - { name: all, per: global, window: day, usd: 100.0 }
+"#,
+    )
+    .await;
+    let url = proxy.url("/v1/chat/completions");
+    // Waiting for the upstream's headers: the client gives up first.
+    let slow = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, &[DEMO, ("x-mock", "delay=2s")], &chat(100)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(usd(&spend(&proxy).await[0]["reserved_usd"]) > 0.0, "the request should hold a reservation");
+    slow.abort();
+    let released = async {
+        for _ in 0..100 {
+            let rows = spend(&proxy).await;
+            if usd(&rows[0]["reserved_usd"]) == 0.0 {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the abandoned request kept its reservation");
+    };
+    let rows = released.await;
+    assert_eq!(usd(&rows[0]["spent_usd"]), 0.0, "nothing was generated, nothing is owed");
+
+    // 50 streams dropped at random points: every reservation released, each charged for
+    // at most what it asked for and at least for the text that reached the client.
+    let body = json!({"model": "mock-1", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let mut seed = 0x2545_f491_u64;
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let frames = 1 + (seed % 15) as usize;
+        let (url, body) = (url.clone(), body.clone());
+        handles.push(tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let mut resp = open_stream(&url, &[DEMO, ("x-mock", "tokens=100,chunks=20,chunk-delay=20ms")], &body).await;
+            for _ in 0..frames {
+                if resp.body_mut().frame().await.is_none() {
+                    break;
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = spend(&proxy).await;
+        if usd(&rows[0]["reserved_usd"]) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(usd(&rows[0]["reserved_usd"]), 0.0, "a dropped stream kept its reservation");
+    let spent = usd(&rows[0]["spent_usd"]);
+    assert!(spent > 0.0 && spent < 50.0 * 0.1 + 0.01, "50 cut streams charged {spent}");
+    drop(cd);
+}
+
+#[tokio::test]
+async fn reloads_change_limits_never_spend() {
+    let (proxy, cd) =
+        start("policies:\n  - name: caps\n    budgets:\n      - { name: daily, per: key, window: day, usd: 1.0 }\n")
+            .await;
+    let url = proxy.url("/v1/chat/completions");
+    for _ in 0..3 {
+        assert_eq!(post(&url, &[DEMO, ("x-mock", "tokens=50")], &chat(50)).await.status, 200);
+    }
+    let before = usd(&spend(&proxy).await[0]["spent_usd"]);
+    // Lower the cap below what is spent: the next request is refused, the spend is kept.
+    cd.write_policy(
+        "budgets.yaml",
+        "policies:\n  - name: caps\n    budgets:\n      - { name: daily, per: key, window: day, usd: 0.1 }\n",
+    );
+    let mut refused = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        if post(&url, &[DEMO, ("x-mock", "tokens=50")], &chat(50)).await.status == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the lower cap never applied");
+    let rows = spend(&proxy).await;
+    // Requests sent before the reload landed still spent; nothing was forgotten.
+    assert!(usd(&rows[0]["spent_usd"]) >= before, "{rows:?}");
+    assert_eq!(rows[0]["limit_usd"], 0.1);
+}
+
+#[tokio::test]
+async fn no_listener_crosses_over() {
+    let (proxy, _cd) =
+        start("policies:\n  - name: caps\n    budgets:\n      - { name: d, per: key, window: day, usd: 1.0 }\n").await;
+    // Model keys cannot reach admin endpoints on the API listener...
+    let r = get(&proxy.url("/admin/spend"), &[DEMO]).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // ...and the admin listener cannot call models.
+    let r = post(&proxy.admin_url("/v1/chat/completions"), &[DEMO], &chat(10)).await;
+    assert!(r.status == 404 || r.status == 405, "{}", r.status);
+    assert!(spend(&proxy).await.is_empty(), "the admin listener spent money");
+}
