@@ -31,6 +31,16 @@ pub async fn handle<B>(app: Arc<AppState>, req: Request<B>) -> Response<Body> {
     }
     match req.uri().path() {
         "/metrics" => {
+            // What is left of each budget is read from the accounts when scraped, not kept
+            // up to date on every request.
+            let rows = crate::budget::spend_rows(&snap, app.budgets.snapshot(), crate::budget::now_secs());
+            app.metrics.budget_remaining.reset();
+            for r in rows {
+                if let Some(left) = r.remaining_usd {
+                    let label = format!("{}/{}", r.policy, r.budget);
+                    app.metrics.budget_remaining.with_label_values(&[label.as_str(), r.scope.as_str()]).set(left);
+                }
+            }
             let mut resp = Response::new(full(app.metrics.render()));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -98,6 +98,8 @@ pub struct Reservation {
     accounts: Vec<Arc<Mutex<Account>>>,
     /// The accounts' keys, in the same order, for the ledger.
     pub keys: Vec<AccountKey>,
+    /// For each account, the claim it came from.
+    claims: Vec<usize>,
     cost: u64,
     tokens: u64,
     settled: bool,
@@ -167,6 +169,7 @@ impl Accounts {
             reservation: Reservation {
                 accounts: handles,
                 keys: order.iter().map(|&i| claims[i].key.clone()).collect(),
+                claims: order.clone(),
                 cost,
                 tokens,
                 settled: false,
@@ -201,10 +204,16 @@ impl Accounts {
 
 impl Reservation {
     /// Replaces the reservation by what the exchange really cost; returns each account
-    /// charged with its numbers before and after.
-    pub fn settle(mut self, cost: u64, tokens: u64) -> Vec<(AccountKey, Account, Account)> {
+    /// charged (its claim's index, its key) with its numbers before and after.
+    pub fn settle(mut self, cost: u64, tokens: u64) -> Vec<(usize, AccountKey, Account, Account)> {
         let changes = self.apply(cost, tokens);
-        std::mem::take(&mut self.keys).into_iter().zip(changes).map(|(k, (b, a))| (k, b, a)).collect()
+        let claims = std::mem::take(&mut self.claims);
+        std::mem::take(&mut self.keys)
+            .into_iter()
+            .zip(claims)
+            .zip(changes)
+            .map(|((k, c), (b, a))| (c, k, b, a))
+            .collect()
     }
 
     /// Each account's numbers just before and just after, read under its lock (so a

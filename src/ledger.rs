@@ -2,8 +2,9 @@
 //! fsync on every commit, no acknowledged commit lost across `kill -9` in our tests; see
 //! the shared CRATES notes for the measurements behind the choice).
 //!
-//! Settlements are written by one thread with group commit: it takes every settlement that
-//! is ready, writes them in one transaction and one fsync, then acknowledges each. A
+//! Settlements are written by one thread with group commit: it gathers the settlements of a
+//! short window ([`GROUP_WINDOW`]), writes them in one transaction and one fsync, then
+//! acknowledges each. A
 //! response's last bytes wait for its acknowledgement (through the exchange guard), so the
 //! spend of a response a client received whole is never lost, and no request waits for an
 //! fsync of its own: while one commit runs, the next batch gathers. Reservations are never
@@ -106,11 +107,22 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<Row>, redb::Error> {
     Ok(rows)
 }
 
+/// How long a batch gathers after its first settlement before it is committed: one fsync
+/// serves every settlement of the window, and no response waits longer than this plus one
+/// commit for its last bytes.
+pub const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+
 fn writer(db: Database, rx: mpsc::Receiver<Write>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        // Everything that arrived while the last commit ran goes into this one.
-        batch.extend(rx.try_iter());
+        let until = std::time::Instant::now() + GROUP_WINDOW;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(w) => batch.push(w),
+                Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
         match commit(&db, &batch) {
             Ok(()) => {
                 for w in batch {

@@ -2,22 +2,75 @@
 //! waits on unrelated requests: the runtime state of budgets and rate limits.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const SHARDS: usize = 32;
 
+/// A fast multiply-rotate hasher (the `rustc` "Fx" scheme) with a per-process random seed.
+/// The keys are names from the config and hashes of client keys: short strings for which
+/// SipHash cost more than the rest of the lookup. The seed keeps collisions unpredictable.
+#[derive(Clone, Copy)]
+pub struct Seeded(u64);
+
+pub struct Fx(u64);
+
+const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(26);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(K).rotate_left(26);
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0 ^ u64::from(i)).wrapping_mul(K).rotate_left(26);
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0 ^ i).wrapping_mul(K).rotate_left(26);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl BuildHasher for Seeded {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(self.0)
+    }
+}
+
+impl Seeded {
+    fn random() -> Seeded {
+        Seeded(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
+    }
+}
+
+type Shard<K, V> = Mutex<HashMap<K, Arc<Mutex<V>>, Seeded>>;
+
 pub struct ShardedMap<K, V> {
-    shards: Vec<Mutex<HashMap<K, Arc<Mutex<V>>>>>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Shard<K, V>>,
+    hasher: Seeded,
 }
 
 impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
-        ShardedMap {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
+        let hasher = Seeded::random();
+        ShardedMap { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::with_hasher(hasher))).collect(), hasher }
     }
 }
 
@@ -28,13 +81,18 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<K: Hash + Eq + Clone, V: Default + Copy> ShardedMap<K, V> {
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Arc<Mutex<V>>>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    fn shard(&self, key: &K) -> &Shard<K, V> {
+        // The high bits: the low ones also pick the bucket inside the shard's map.
+        &self.shards[(self.hasher.hash_one(key) >> 58) as usize % SHARDS]
     }
 
-    /// The entry for `key`, created empty if missing.
+    /// The entry for `key`, created empty if missing (the key is copied only then).
     pub fn entry(&self, key: &K) -> Arc<Mutex<V>> {
-        lock(self.shard(key)).entry(key.clone()).or_default().clone()
+        let mut shard = lock(self.shard(key));
+        if let Some(v) = shard.get(key) {
+            return v.clone();
+        }
+        shard.entry(key.clone()).or_default().clone()
     }
 
     /// A copy of one entry (empty if it was never used).

@@ -131,12 +131,7 @@ pub fn reserve(
         .iter()
         .zip(&alert_lists)
         .zip(&ends)
-        .map(|((c, alerts), (_, window))| Line {
-            key: c.key.clone(),
-            usd: c.usd,
-            alerts: alerts.clone(),
-            window: window_label(*window),
-        })
+        .map(|((c, alerts), (_, window))| Line { usd: c.usd, alerts: alerts.clone(), window: window_label(*window) })
         .collect();
     let cost_metric = app.metrics.cost.with_label_values(&[subject.metric_key, subject.team, subject.model_label]);
     guard.push(Box::new(Settlement {
@@ -200,14 +195,13 @@ fn warn_unpriced_once(model: &str) {
 
 /// What the settlement needs of a budget beyond its account.
 struct Line {
-    key: AccountKey,
     usd: Option<u64>,
     alerts: Vec<f64>,
     window: &'static str,
 }
 
-/// Replaces the reservation by the exchange's real cost when it ends, updates the cost and
-/// remaining-budget metrics, fires the alerts whose thresholds it crossed, and writes the
+/// Replaces the reservation by the exchange's real cost when it ends, counts the cost,
+/// fires the alerts whose thresholds it crossed, and writes the
 /// cost to the ledger: the future completes once it is committed.
 struct Settlement {
     reservation: Option<Reservation>,
@@ -232,12 +226,9 @@ impl Settle for Settlement {
         }
         let m = &self.app.metrics;
         let webhook = self.app.snapshot.load().settings.alert_webhook.clone();
-        for (key, before, after) in &changes {
-            let Some(line) = self.lines.iter().find(|l| &l.key == key) else { continue };
+        for (claim, key, before, after) in &changes {
+            let Some(line) = self.lines.get(*claim) else { continue };
             let Some(cap) = line.usd else { continue };
-            let label = format!("{}/{}", key.policy, key.budget);
-            let left = cap.saturating_sub(after.spent.saturating_add(after.reserved));
-            m.budget_remaining.with_label_values(&[label.as_str(), key.scope.as_str()]).set(left as f64 / PICO);
             for threshold in crate::alerts::crossed(&line.alerts, cap, before.spent, after.spent) {
                 let alert = crate::alerts::Alert {
                     policy: key.policy.clone(),
@@ -254,7 +245,7 @@ impl Settle for Settlement {
         }
         match self.app.ledger.get() {
             Some(ledger) if cost > 0 || tokens > 0 => {
-                let acks: Vec<_> = changes.into_iter().map(|(k, _, _)| ledger.record(k, cost, tokens)).collect();
+                let acks: Vec<_> = changes.into_iter().map(|(_, k, _, _)| ledger.record(k, cost, tokens)).collect();
                 Box::pin(async move {
                     for ack in acks {
                         let _ = ack.await;

@@ -4,10 +4,12 @@
 //!
 //! The guard is how later stages finish what they started before the request began (a budget
 //! reservation, a rate-limit slot): each pushes a [`Settle`]. When the response body ends,
-//! the guard's settlement runs and the last bytes are released only once it is done (or
-//! [`SETTLE_WAIT`] has passed), so a client that saw its answer end can rely on the spend
+//! the guard's settlement runs and the last bytes are released only once its future is done
+//! (or [`SETTLE_WAIT`] has passed), so a client that saw its answer end can rely on the spend
 //! being recorded. When the body is dropped early (client gone) or the exchange fails, the
-//! settlement still runs, on its own task, with whatever usage was seen. It runs exactly once.
+//! settlement still runs, with whatever usage was seen; its future is then dropped, as no
+//! bytes are left to hold. It runs exactly once. A settlement's state changes happen in
+//! [`Settle::settle`] itself; the future only says when they are durable.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,8 +57,9 @@ pub type SettleFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Work a stage leaves for the end of the exchange.
 pub trait Settle: Send {
-    /// Called once, with how the exchange ended. The future should be bounded: the client's
-    /// last bytes wait for it (at most [`SETTLE_WAIT`]).
+    /// Called once, with how the exchange ended: make every change here. The future resolves
+    /// when the changes are durable; the client's last bytes wait for it (at most
+    /// [`SETTLE_WAIT`]), and it may be dropped unawaited when there are no bytes left to hold.
     fn settle(self: Box<Self>, end: End) -> SettleFuture;
 }
 
@@ -79,22 +82,23 @@ impl Guard {
         self.settlers.is_empty()
     }
 
-    /// Starts the settlement on its own task, so it finishes even if the caller stops
-    /// waiting. `None` when there is nothing to settle (or no runtime to run it on, which
-    /// only happens at process exit).
-    pub fn complete(&mut self, end: End) -> Option<tokio::task::JoinHandle<()>> {
+    /// Runs every settlement. `None` when there is nothing to wait for (nothing to settle,
+    /// or every future was ready at once, as they are without a ledger): no task, no timer.
+    pub fn complete(&mut self, end: End) -> Option<SettleFuture> {
         if self.settlers.is_empty() {
             return None;
         }
         let futures: Vec<SettleFuture> = self.settlers.drain(..).map(|s| s.settle(end)).collect();
-        let handle = tokio::runtime::Handle::try_current().ok()?;
-        // Its own task: the settlement outlives the response it belongs to.
-        let task = handle.spawn(async move {
+        let mut all: SettleFuture = Box::pin(async move {
             for f in futures {
                 f.await;
             }
         });
-        Some(task)
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match all.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(()) => None,
+            std::task::Poll::Pending => Some(all),
+        }
     }
 }
 
@@ -116,10 +120,8 @@ mod tests {
 
     impl Settle for Record {
         fn settle(self: Box<Self>, end: End) -> SettleFuture {
-            Box::pin(async move {
-                tokio::task::yield_now().await;
-                self.0.lock().unwrap().push((end.outcome, end.usage.map(|u| u.output)));
-            })
+            self.0.lock().unwrap().push((end.outcome, end.usage.map(|u| u.output)));
+            Box::pin(async move { tokio::task::yield_now().await })
         }
     }
 
@@ -129,14 +131,12 @@ mod tests {
         let mut g = Guard::default();
         g.push(Box::new(Record(seen.clone())));
         let usage = Usage { output: 7, ..Usage::default() };
-        g.complete(End { outcome: Outcome::Complete, usage: Some(usage) }).unwrap().await.unwrap();
+        // The future yields once: it is handed back to be awaited.
+        g.complete(End { outcome: Outcome::Complete, usage: Some(usage) }).unwrap().await;
         drop(g);
         let mut dropped = Guard::default();
         dropped.push(Box::new(Record(seen.clone())));
         drop(dropped);
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
-        }
         assert_eq!(*seen.lock().unwrap(), vec![(Outcome::Complete, Some(7)), (Outcome::ClientClosed, None)]);
         assert!(Guard::default().complete(End { outcome: Outcome::Complete, usage: None }).is_none());
     }

@@ -234,7 +234,7 @@ struct Observed {
 }
 
 struct Settling {
-    task: tokio::task::JoinHandle<()>,
+    fut: crate::pipeline::exchange::SettleFuture,
     wait: Pin<Box<Sleep>>,
     last: Option<Bytes>,
 }
@@ -408,8 +408,8 @@ impl Observed {
 
 impl Drop for Observed {
     /// Hands what the stream reported to the always-run tail before it runs, and settles the
-    /// exchange if its end was never reached (the client went away): on its own task, with
-    /// the usage seen so far.
+    /// exchange if its end was never reached (the client went away), with the usage seen so
+    /// far.
     fn drop(&mut self) {
         if let Some(w) = &mut self.sse {
             self.fin.cx.usage = Some(w.usage(self.fin.cx.request_bytes));
@@ -430,7 +430,7 @@ impl http_body::Body for Observed {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if let Some(s) = &mut this.settling {
-            let settled = Pin::new(&mut s.task).poll(cx).is_ready() || s.wait.as_mut().poll(cx).is_ready();
+            let settled = s.fut.as_mut().poll(cx).is_ready() || s.wait.as_mut().poll(cx).is_ready();
             if !settled {
                 return Poll::Pending;
             }
@@ -463,9 +463,9 @@ impl http_body::Body for Observed {
         // The body has ended: its last bytes wait for the exchange to settle.
         if this.ended && !this.guard.is_empty() {
             let end = End { outcome: this.fin.outcome, usage: this.usage() };
-            if let Some(task) = this.guard.complete(end) {
+            if let Some(fut) = this.guard.complete(end) {
                 let wait = Box::pin(tokio::time::sleep(SETTLE_WAIT));
-                this.settling = Some(Settling { task, wait, last: data });
+                this.settling = Some(Settling { fut, wait, last: data });
                 return Pin::new(this).poll_frame(cx);
             }
         }
@@ -522,9 +522,10 @@ mod tests {
 
     impl Settle for Gate {
         fn settle(mut self: Box<Self>, end: End) -> SettleFuture {
+            *self.1.lock().unwrap() = Some(end);
+            let rx = self.0.take();
             Box::pin(async move {
-                *self.1.lock().unwrap() = Some(end);
-                if let Some(rx) = self.0.take() {
+                if let Some(rx) = rx {
                     let _ = rx.await;
                 }
             })
