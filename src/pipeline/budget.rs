@@ -28,10 +28,6 @@ pub struct Subject<'a, 'v> {
     pub team: &'a str,
     /// The model the upstream receives.
     pub model: &'a str,
-    /// Metric labels: the key's name (`passthrough` for clients' own keys) and the model as
-    /// a configured name or route pattern.
-    pub metric_key: &'a str,
-    pub model_label: &'a str,
     pub endpoint: Endpoint,
     pub view: &'a RequestView<'v>,
     pub body_len: usize,
@@ -133,14 +129,7 @@ pub fn reserve(
         .zip(&ends)
         .map(|((c, alerts), (_, window))| Line { usd: c.usd, alerts: alerts.clone(), window: window_label(*window) })
         .collect();
-    let cost_metric = app.metrics.cost.with_label_values(&[subject.metric_key, subject.team, subject.model_label]);
-    guard.push(Box::new(Settlement {
-        reservation: Some(granted.reservation),
-        price,
-        app: app.clone(),
-        lines,
-        cost_metric,
-    }));
+    guard.push(Box::new(Settlement { reservation: Some(granted.reservation), price, app: app.clone(), lines }));
     Ok(Some(Reserved { set_output, would_refuse }))
 }
 
@@ -200,15 +189,13 @@ struct Line {
     window: &'static str,
 }
 
-/// Replaces the reservation by the exchange's real cost when it ends, counts the cost,
-/// fires the alerts whose thresholds it crossed, and writes the
+/// Replaces the reservation by the exchange's real cost when it ends, fires the alerts whose thresholds it crossed, and writes the
 /// cost to the ledger: the future completes once it is committed.
 struct Settlement {
     reservation: Option<Reservation>,
     price: Option<Price>,
     app: Arc<AppState>,
     lines: Vec<Line>,
-    cost_metric: prometheus::Counter,
 }
 
 impl Settle for Settlement {
@@ -221,9 +208,6 @@ impl Settle for Settlement {
             (None, _) => (0, 0),
         };
         let changes = r.settle(cost, tokens);
-        if cost > 0 {
-            self.cost_metric.inc_by(cost as f64 / PICO);
-        }
         let m = &self.app.metrics;
         let webhook = self.app.snapshot.load().settings.alert_webhook.clone();
         for (claim, key, before, after) in &changes {

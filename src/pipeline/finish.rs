@@ -84,6 +84,18 @@ impl Drop for Finish {
             }
         }
         let usage = cx.usage.unwrap_or_default();
+        // Cost at list price for every metered exchange, budget or not.
+        if let (Some(u), Some(model)) = (&cx.usage, cx.model_forwarded.as_deref()) {
+            if let Some(price) = cx.snapshot.prices.get(model) {
+                let cost = price.cost(u);
+                if cost > 0 {
+                    let label = cx.model_label.as_deref().unwrap_or("none");
+                    m.cost
+                        .with_label_values(&[cx.key_name(), cx.team(), label])
+                        .inc_by(cost as f64 / crate::config::prices::PICO);
+                }
+            }
+        }
         if cx.usage.is_some() {
             let model = cx.model_label.as_deref().unwrap_or("none");
             let estimated = if usage.estimated { "true" } else { "false" };

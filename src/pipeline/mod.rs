@@ -192,12 +192,9 @@ where
         }
         let key_scope = cx.passthrough.clone().unwrap_or_else(|| cx.key_name().to_string());
         let team = cx.team().to_string();
-        let metric_key = cx.key_name().to_string();
         let subject = budget::Subject {
             key: &key_scope,
             team: &team,
-            metric_key: &metric_key,
-            model_label: cx.model_label.as_deref().unwrap_or("none"),
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
             endpoint,
             view: &view,
