@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
-/// Picodollars per token: input $1 and output $1,000 per million (as in the config below).
+/// Picodollars per token: input $1 and output $1,000 per million (`priced_config`).
 const IN_PICO: u64 = 1_000_000;
 const OUT_PICO: u64 = 1_000_000_000;
 
@@ -88,25 +88,8 @@ fn client_for_crash() -> hyper_util::client::legacy::Client<
 async fn every_response_received_whole_is_in_the_ledger_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("proxy.yaml"),
-        format!(
-            r#"
-server: {{ listen: "127.0.0.1:0" }}
-admin: {{ listen: "127.0.0.1:0" }}
-providers:
-  - {{ name: mock, kind: mock }}
-routes:
-  - {{ model: "mock-*", provider: mock }}
-prices:
-  mock-1: {{ input: 1.0, output: 1000.0 }}
-ledger: {{ path: data/spend.redb }}
-keys:
-  - {{ name: demo, sha256: {DEMO_SHA}, team: demo }}
-"#
-        ),
-    )
-    .unwrap();
+    // Each process runs on the same ledger; ports are chosen anew each start.
+    std::fs::write(dir.path().join("proxy.yaml"), priced_config("ledger: { path: data/spend.redb }")).unwrap();
     std::fs::write(
         dir.path().join("policies/b.yaml"),
         "policies:\n  - name: caps\n    budgets:\n      - { name: all, per: global, window: month, usd: 100000 }\n",

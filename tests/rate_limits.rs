@@ -17,21 +17,7 @@ use serde_json::json;
 const DEMO: (&str, &str) = ("authorization", "Bearer sk-warden-demo");
 
 fn config(extra: &str) -> String {
-    format!(
-        r#"
-server: {{ listen: "127.0.0.1:0" }}
-admin: {{ listen: "127.0.0.1:0" }}
-providers:
-  - {{ name: local, kind: mock }}
-routes:
-  - {{ model: "mock-*", provider: local }}
-prices:
-  mock-1: {{ input: 1.0, output: 1000.0 }}
-keys:
-  - {{ name: demo, sha256: {DEMO_SHA}, team: demo }}
-{extra}
-"#
-    )
+    priced_config(extra)
 }
 
 fn chat(max_tokens: u64) -> String {

@@ -7,10 +7,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::config::Snapshot;
-use crate::error::ProxyError;
 pub use crate::policy::compile::Facts;
-use crate::policy::evaluate::Evaluated;
 use crate::policy::verdict::{Decision, PolicyEdit};
 use crate::state::AppState;
 
@@ -19,14 +16,7 @@ use crate::http::splice::{splice, Edit};
 use crate::provider::request::RequestView;
 use crate::provider::Endpoint;
 
-pub fn evaluate<'s>(
-    snap: &'s Snapshot,
-    facts: &Facts,
-    request: &RequestView,
-    body: &[u8],
-) -> Result<Evaluated<'s>, ProxyError> {
-    crate::policy::evaluate::evaluate(snap, facts, request, body)
-}
+pub use crate::policy::evaluate::evaluate;
 
 /// Makes the decision visible: response headers, the log line and metrics.
 pub fn record(app: &AppState, cx: &mut RequestCtx, d: &Decision) {

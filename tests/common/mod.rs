@@ -292,5 +292,27 @@ keys:
     )
 }
 
+/// The in-process mock with `mock-1` at $1 per million input and $1,000 per million output
+/// tokens (an output token costs $0.001, so budget arithmetic stays readable), keys `demo`
+/// (team demo) and `public-web` (team public), and `extra` appended (ledger, alerts).
+pub fn priced_config(extra: &str) -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+providers:
+  - {{ name: local, kind: mock }}
+routes:
+  - {{ model: "mock-*", provider: local }}
+prices:
+  mock-1: {{ input: 1.0, output: 1000.0 }}
+keys:
+  - {{ name: demo, sha256: {DEMO_SHA}, team: demo }}
+  - {{ name: public-web, sha256: 76dfd30f65102d5924e08d70fca43cfc1ef108ba1ef51527fe477336a06d0f40, team: public }}
+{extra}
+"#
+    )
+}
+
 pub const PUBLIC: (&str, &str) = ("authorization", "Bearer sk-warden-public-demo");
 pub const PUBLIC_X: (&str, &str) = ("x-api-key", "sk-warden-public-demo");
