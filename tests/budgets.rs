@@ -325,3 +325,39 @@ async fn no_listener_crosses_over() {
     assert!(r.status == 404 || r.status == 405, "{}", r.status);
     assert!(spend(&proxy).await.is_empty(), "the admin listener spent money");
 }
+
+#[tokio::test]
+async fn streamed_settlement_is_the_mocks_usage_for_both_apis() {
+    let (proxy, _cd) = start(
+        r#"
+policies:
+  - name: caps
+    budgets:
+      - { name: all, per: global, window: day, usd: 100.0 }
+"#,
+    )
+    .await;
+    let spent = || async { usd(&spend(&proxy).await[0]["spent_usd"]) };
+    // OpenAI, the client asking for usage itself: the body goes upstream unchanged.
+    let asked = json!({"model": "mock-1", "max_tokens": 40, "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let r = post(&proxy.url("/v1/chat/completions"), &[DEMO, ("x-mock", "tokens=25,chunks=5")], &asked).await;
+    assert_eq!(r.status, 200);
+    let usage: Value =
+        serde_json::from_str(sse_data(&r.text()).iter().rev().find(|d| d.contains("\"usage\":{")).unwrap()).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 25);
+    let first = spent().await;
+    assert!((first - cost(&asked, 25)).abs() < 1e-9, "{first}");
+    // Anthropic messages: usage from message_start and message_delta.
+    let msg =
+        json!({"model": "mock-1", "max_tokens": 40, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+    let r =
+        post(&proxy.url("/v1/messages"), &[("x-api-key", "sk-warden-demo"), ("x-mock", "tokens=30,chunks=5")], &msg)
+            .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("message_stop"));
+    let second = spent().await - first;
+    assert!((second - cost(&msg, 30)).abs() < 1e-9, "{second} against {}", cost(&msg, 30));
+}
