@@ -203,3 +203,26 @@ async fn a_dead_webhook_never_holds_a_request() {
     }
     assert!(accepted.load(Ordering::Relaxed) >= 1, "the alert was never sent");
 }
+
+#[tokio::test]
+async fn prompt_tokens_tiktoken_counts_openai_prompts_exactly() {
+    let text = "hello world, this is a prompt of some length. ".repeat(10);
+    let body =
+        json!({"model": "mock-1", "max_tokens": 100, "messages": [{"role": "user", "content": text}]}).to_string();
+    let policy = "policies:\n  - name: rl\n    rate_limits:\n      - { per: key, tokens_per_minute: 100000 }\n";
+    let remaining = |extra: &'static str| {
+        let body = body.clone();
+        async move {
+            let (proxy, _cd) = start(policy, extra).await;
+            let r = post(&proxy.url("/v1/chat/completions"), &[DEMO], &body).await;
+            assert_eq!(r.status, 200);
+            header(&r, "x-ratelimit-remaining-tokens").parse::<u64>().unwrap()
+        }
+    };
+    let exact = 100_000 - 100 - (warden::pipeline::budget::tiktoken_count(&text) as u64 + 4);
+    assert_eq!(remaining("prompt_tokens: tiktoken").await, exact);
+    // The default estimate is conservative: three bytes a token.
+    let estimated = 100_000 - 100 - (text.len().div_ceil(3) as u64 + 4);
+    assert_eq!(remaining("").await, estimated);
+    assert!(estimated < exact);
+}

@@ -143,6 +143,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         watch_files: raw.policies.watch.unwrap_or(true),
         ledger_path: raw.ledger.as_ref().map(|l| base_dir.join(&l.path)),
         alert_webhook,
+        prompt_tokens: raw.prompt_tokens,
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();

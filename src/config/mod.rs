@@ -53,6 +53,19 @@ pub struct RawConfig {
     pub ledger: Option<RawLedger>,
     #[serde(default)]
     pub alerts: RawAlerts,
+    /// How budgets and rate limits count a prompt before it is sent: `estimate` (default,
+    /// conservative, three bytes a token) or `tiktoken` (exact for OpenAI models, o200k_base;
+    /// costs about 15 µs per KiB of prompt).
+    #[serde(default)]
+    pub prompt_tokens: PromptTokens,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptTokens {
+    #[default]
+    Estimate,
+    Tiktoken,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,7 @@ pub struct Settings {
     pub ledger_path: Option<PathBuf>,
     /// Where budget alerts are POSTed.
     pub alert_webhook: Option<http::Uri>,
+    pub prompt_tokens: super::PromptTokens,
 }
 
 #[derive(Debug, Clone)]

@@ -30,6 +30,8 @@ pub struct Subject<'a, 'v> {
     pub model: &'a str,
     pub endpoint: Endpoint,
     pub view: &'a RequestView<'v>,
+    /// Counts prompt text exactly, when `prompt_tokens: tiktoken` and the model is OpenAI's.
+    pub tokenizer: Option<&'a dyn Fn(&str) -> usize>,
     pub body_len: usize,
     /// The request's output limit after the `limits` edits, and the field it sits in.
     pub max_output: Option<(&'static str, u64)>,
@@ -163,7 +165,14 @@ pub fn worst_case(subject: &Subject<'_, '_>) -> Worst {
         .max()
         .unwrap_or(1)
         .max(1);
-    Worst { input_tokens: view.estimate_input_tokens(subject.body_len), field, asked, choices }
+    let input_tokens = view.estimate_input_tokens(subject.body_len, subject.tokenizer);
+    Worst { input_tokens, field, asked, choices }
+}
+
+/// Exact token counts for OpenAI models (o200k_base, the encoding of gpt-4o and later).
+/// Loaded once, on first use (about 100 ms), or at start when configured.
+pub fn tiktoken_count(text: &str) -> usize {
+    tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len()
 }
 
 pub fn describe(scope: &str) -> String {
@@ -238,5 +247,14 @@ impl Settle for Settlement {
             }
             _ => Box::pin(async {}),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tiktoken_counts_openai_tokens_exactly() {
+        assert_eq!(super::tiktoken_count("hello world"), 2);
+        assert_eq!(super::tiktoken_count(""), 0);
     }
 }

@@ -198,6 +198,9 @@ where
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
             endpoint,
             view: &view,
+            tokenizer: (snap.settings.prompt_tokens == crate::config::PromptTokens::Tiktoken
+                && cx.family == crate::provider::ApiFamily::OpenAi)
+                .then_some(&budget::tiktoken_count as &dyn Fn(&str) -> usize),
             body_len: body.len(),
             max_output: policy::top_output_limit(endpoint, &view, &evaluated.decision, top),
         };

@@ -157,12 +157,16 @@ impl<'a> RequestView<'a> {
     /// count comes from the response's usage): the text parts, tool definitions and output
     /// format at three bytes a token (four undercounts code by a third), plus four tokens a
     /// part for the chat template. A body whose conversation cannot be read counts whole.
-    pub fn estimate_input_tokens(&self, body_len: usize) -> u64 {
+    /// `tokenizer`: counts text exactly instead (OpenAI models); schemas stay estimated.
+    pub fn estimate_input_tokens(&self, body_len: usize, tokenizer: Option<&dyn Fn(&str) -> usize>) -> u64 {
         let Ok(h) = self.history() else { return body_len.div_ceil(3) as u64 };
         let raw = |v: Option<&RawValue>| v.map_or(0, |r| r.get().len());
-        let bytes: usize =
-            h.texts.iter().map(|t| t.text.len()).sum::<usize>() + raw(self.tools()) + raw(self.response_format());
-        (bytes.div_ceil(3) + 4 * h.texts.len()) as u64
+        let schemas = (raw(self.tools()) + raw(self.response_format())).div_ceil(3);
+        let text = match tokenizer {
+            Some(count) => h.texts.iter().map(|t| count(&t.text)).sum::<usize>(),
+            None => h.texts.iter().map(|t| t.text.len()).sum::<usize>().div_ceil(3),
+        };
+        (text + schemas + 4 * h.texts.len()) as u64
     }
 
     /// The tool definitions the request declares, as raw JSON (their schemas inside).

@@ -114,6 +114,12 @@ pub async fn start_from_file(config_path: &Path, watch: bool) -> Result<Running,
         app.budgets.load(rows);
         let _ = app.ledger.set(ledger);
     }
+    if app.snapshot.load().settings.prompt_tokens == crate::config::PromptTokens::Tiktoken {
+        // The encoding loads in about 100 ms: not on the first request's clock.
+        let _ = std::thread::Builder::new()
+            .name("warden-tiktoken".into())
+            .spawn(|| crate::pipeline::budget::tiktoken_count("warm up"));
+    }
     crate::policy::reload::initial(&app);
     let running = start(app.clone()).await?;
     if watch {
