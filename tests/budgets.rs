@@ -32,6 +32,19 @@ async fn spend(proxy: &TestProxy) -> Vec<Value> {
     r.json()["budgets"].as_array().unwrap().clone()
 }
 
+/// The accounts once nothing is reserved any more (dropped requests settle on their own).
+async fn released(proxy: &TestProxy) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = spend(proxy).await;
+        if rows.iter().all(|r| usd(&r["reserved_usd"]) == 0.0) {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("a reservation was never released: {rows:?}");
+}
+
 fn usd(v: &Value) -> f64 {
     v.as_f64().unwrap()
 }
@@ -174,15 +187,7 @@ policies:
     let first = resp.body_mut().frame().await.unwrap().unwrap();
     assert!(first.is_data());
     drop(resp);
-    let mut rows = Vec::new();
-    for _ in 0..50 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        rows = spend(&proxy).await;
-        if usd(&rows[0]["reserved_usd"]) == 0.0 {
-            break;
-        }
-    }
-    assert_eq!(usd(&rows[0]["reserved_usd"]), 0.0, "the dropped stream kept its reservation");
+    let rows = released(&proxy).await;
     let spent = usd(&rows[0]["spent_usd"]);
     assert!(spent > 0.0 && spent < 0.1, "charged {spent} for a stream cut early");
     // A full stream is charged exactly its reported usage.
@@ -230,17 +235,7 @@ policies:
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(usd(&spend(&proxy).await[0]["reserved_usd"]) > 0.0, "the request should hold a reservation");
     slow.abort();
-    let released = async {
-        for _ in 0..100 {
-            let rows = spend(&proxy).await;
-            if usd(&rows[0]["reserved_usd"]) == 0.0 {
-                return rows;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("the abandoned request kept its reservation");
-    };
-    let rows = released.await;
+    let rows = released(&proxy).await;
     assert_eq!(usd(&rows[0]["spent_usd"]), 0.0, "nothing was generated, nothing is owed");
 
     // 50 streams dropped at random points: every reservation released, each charged for
@@ -269,15 +264,7 @@ policies:
     for h in handles {
         h.await.unwrap();
     }
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        rows = spend(&proxy).await;
-        if usd(&rows[0]["reserved_usd"]) == 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(usd(&rows[0]["reserved_usd"]), 0.0, "a dropped stream kept its reservation");
+    let rows = released(&proxy).await;
     let spent = usd(&rows[0]["spent_usd"]);
     assert!(spent > 0.0 && spent < 50.0 * 0.1 + 0.01, "50 cut streams charged {spent}");
     drop(cd);

@@ -17,7 +17,7 @@
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
 //!       ─ policy::rewrite          aliases and every section's edits spliced in one pass
 //!       ─ upstream::send           credential swap, first-byte timeout
-//!       ─ respond::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502)
+//!       ─ checked::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502)
 //!     → Reply::Exchange            response + outgoing request + provider + credential + guard
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB; SSE held
 //!                   to the stream failure contract (stream.rs): whole events, checked,
@@ -31,7 +31,9 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod batch;
 pub mod budget;
+pub mod checked;
 pub mod ctx;
 pub mod exchange;
 pub mod finish;
@@ -246,7 +248,7 @@ where
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
     let response = if endpoint.returns_json() {
-        let (resp, usage, output) = respond::checked_json(
+        let (resp, usage, output) = checked::checked_json(
             resp,
             &timeouts,
             &provider.name,

@@ -70,3 +70,21 @@ impl Settle for Slot {
         Box::pin(async {})
     }
 }
+
+/// OpenAI's `x-ratelimit-*` headers, from warden's own limits (they replace the upstream's:
+/// the client is limited by warden first).
+pub fn write_headers(headers: &mut http::HeaderMap, h: &Headers) {
+    use crate::ratelimit::format_reset;
+    let names = [
+        ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", h.requests),
+        ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", h.tokens),
+    ];
+    for (limit, remaining, reset, quota) in names {
+        let Some(q) = quota else { continue };
+        headers.insert(limit, http::HeaderValue::from(q.limit));
+        headers.insert(remaining, http::HeaderValue::from(q.remaining));
+        if let Ok(v) = http::HeaderValue::from_str(&format_reset(q.reset_secs)) {
+            headers.insert(reset, v);
+        }
+    }
+}

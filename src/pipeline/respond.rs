@@ -1,4 +1,5 @@
-//! Response stage: finalises headers (`x-warden-request-id`, `x-warden-overhead-ms`) and wraps
+//! Response stage: finalises headers (`x-warden-request-id`, `x-warden-overhead-ms`,
+//! `x-ratelimit-*`) and wraps
 //! the body so that it streams frame by frame as it arrives (never buffered whole), enforces
 //! the provider's between-chunks and total timeouts, holds SSE responses to the stream
 //! failure contract ([`super::stream`]), measures time to first byte, and hands the request
@@ -14,13 +15,13 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
+use super::batch::Batch;
 use super::exchange::{End, Guard, SETTLE_WAIT};
 use super::finish::{Finish, Outcome};
 use super::stream::SseWatch;
 use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
 use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, WOULD_BLOCK};
-use crate::provider::output::Output;
 use crate::provider::usage::Usage;
 
 /// Timeouts that apply while the body streams.
@@ -49,7 +50,7 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
     }
     parts.headers.insert(POLICY_VERSION, HeaderValue::from(fin.cx.snapshot.policies.version));
     if let Some(h) = &fin.cx.rate_headers {
-        rate_headers(&mut parts.headers, h);
+        super::ratelimit::write_headers(&mut parts.headers, h);
     }
     fin.status = Some(parts.status);
     if http_body::Body::is_end_stream(&body) {
@@ -84,111 +85,16 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// OpenAI's `x-ratelimit-*` headers, from warden's own limits (they replace the upstream's:
-/// the client is limited by warden first).
-fn rate_headers(headers: &mut http::HeaderMap, h: &crate::ratelimit::Headers) {
-    use crate::ratelimit::format_reset;
-    let names = [
-        ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", h.requests),
-        ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", h.tokens),
-    ];
-    for (limit, remaining, reset, quota) in names {
-        let Some(q) = quota else { continue };
-        headers.insert(limit, HeaderValue::from(q.limit));
-        headers.insert(remaining, HeaderValue::from(q.remaining));
-        if let Ok(v) = HeaderValue::from_str(&format_reset(q.reset_secs)) {
-            headers.insert(reset, v);
-        }
-    }
-}
-
 /// A successful `text/event-stream` response: the streams the failure contract covers.
 fn is_event_stream(parts: &http::response::Parts) -> bool {
     parts.status.is_success() && has_event_stream_type(&parts.headers)
 }
 
-fn has_event_stream_type(headers: &http::HeaderMap) -> bool {
+pub(super) fn has_event_stream_type(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
-}
-
-/// The largest non-streamed response warden reads whole to validate (embeddings of large
-/// batches are the big ones).
-pub const MAX_JSON_RESPONSE_BYTES: usize = 256 << 20;
-
-/// Reads a successful non-streamed response of a JSON endpoint whole, within the stream
-/// timeouts, and refuses it (502 in the caller's format) unless it is valid JSON: a
-/// truncated or garbled answer must not reach the app as if it were one.
-/// Also reads the usage the body reports (or estimates it from `request_bytes` and the text).
-pub async fn checked_json(
-    resp: Response<Body>,
-    t: &BodyTimeouts,
-    provider: &str,
-    dialect: &'static dyn crate::provider::Dialect,
-    request_bytes: usize,
-    collect: bool,
-) -> Result<(Response<Body>, Option<Usage>, Option<Output>), crate::error::ProxyError> {
-    use crate::error::{ProxyError, UpstreamFailure};
-    if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
-        return Ok((resp, None, None));
-    }
-    let invalid = |detail: String| ProxyError::Upstream {
-        provider: provider.to_string(),
-        failure: UpstreamFailure::InvalidResponse,
-        detail,
-    };
-    let (parts, mut body) = resp.into_parts();
-    let mut buf = Batch::default();
-    // One timer, armed only when the body is not already there (most arrive whole): the
-    // sooner of the between-chunks gap and the total deadline.
-    let deadline = tokio::time::Instant::from_std(t.deadline);
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    let read = std::future::poll_fn(|cx| loop {
-        match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if buf.len + data.len() > MAX_JSON_RESPONSE_BYTES {
-                        return Poll::Ready(Err(format!("the body is larger than {MAX_JSON_RESPONSE_BYTES} bytes")));
-                    }
-                    buf.push(data);
-                }
-                timer = None;
-            }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(format!("the body broke off: {e}"))),
-            Poll::Ready(None) => return Poll::Ready(Ok(false)),
-            Poll::Pending => {
-                let due = deadline.min(tokio::time::Instant::now() + t.between_chunks);
-                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                return if timer.as_mut().poll(cx).is_ready() { Poll::Ready(Ok(true)) } else { Poll::Pending };
-            }
-        }
-    });
-    match read.await {
-        Ok(false) => {}
-        Ok(true) => {
-            return Err(ProxyError::Upstream {
-                provider: provider.to_string(),
-                failure: UpstreamFailure::BodyTimeout,
-                detail: String::new(),
-            })
-        }
-        Err(detail) => return Err(invalid(detail)),
-    }
-    let buf = buf.take().unwrap_or_default();
-    // One parse both validates the body and finds its usage.
-    let usage = match crate::provider::usage::read(&buf) {
-        Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
-        Ok(Some(raw)) => {
-            let mut u = Usage::default();
-            raw.fold(dialect.family(), &mut u);
-            u
-        }
-        Ok(None) => Usage::estimate(request_bytes, crate::provider::scan_json(&buf, dialect.text_keys()).text_bytes),
-    };
-    let output = if collect { Output::from_json(dialect.family(), &buf) } else { None };
-    Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage), output))
 }
 
 /// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
@@ -247,39 +153,6 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[error("upstream stream timed out ({0})")]
 struct StreamTimeout(&'static str);
-
-/// Bytes gathered for one write.
-#[derive(Default)]
-struct Batch {
-    first: Option<Bytes>,
-    more: Option<bytes::BytesMut>,
-    len: usize,
-}
-
-impl Batch {
-    fn push(&mut self, b: Bytes) {
-        if b.is_empty() {
-            return;
-        }
-        self.len += b.len();
-        match (&self.first, &mut self.more) {
-            (None, _) => self.first = Some(b),
-            (Some(_), Some(more)) => more.extend_from_slice(&b),
-            (Some(first), None) => {
-                let mut more = bytes::BytesMut::from(&first[..]);
-                more.extend_from_slice(&b);
-                self.more = Some(more);
-            }
-        }
-    }
-
-    fn take(self) -> Option<Bytes> {
-        match self.more {
-            Some(more) => Some(more.freeze()),
-            None => self.first,
-        }
-    }
-}
 
 impl Observed {
     /// The usage seen so far: what the stream reported (or its estimate), or what the

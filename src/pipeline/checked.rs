@@ -1,0 +1,95 @@
+//! Checked JSON answers: a successful non-streamed response of a JSON endpoint is read whole,
+//! within the stream timeouts, and refused (502 in the caller's format) unless it is valid
+//! JSON, so a truncated or garbled answer never reaches the app as if it were one. The same
+//! parse reads the usage it reports.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::Poll;
+
+use http::Response;
+use http_body::Body as _;
+use tokio::time::Sleep;
+
+use super::batch::Batch;
+use super::respond::{has_event_stream_type, BodyTimeouts};
+use crate::http::body::Body;
+use crate::provider::output::Output;
+use crate::provider::usage::Usage;
+
+/// The largest non-streamed response warden reads whole to validate (embeddings of large
+/// batches are the big ones).
+pub const MAX_JSON_RESPONSE_BYTES: usize = 256 << 20;
+
+/// Reads a successful non-streamed response of a JSON endpoint whole, within the stream
+/// timeouts, and refuses it (502 in the caller's format) unless it is valid JSON: a
+/// truncated or garbled answer must not reach the app as if it were one.
+/// Also reads the usage the body reports (or estimates it from `request_bytes` and the text).
+pub async fn checked_json(
+    resp: Response<Body>,
+    t: &BodyTimeouts,
+    provider: &str,
+    dialect: &'static dyn crate::provider::Dialect,
+    request_bytes: usize,
+    collect: bool,
+) -> Result<(Response<Body>, Option<Usage>, Option<Output>), crate::error::ProxyError> {
+    use crate::error::{ProxyError, UpstreamFailure};
+    if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
+        return Ok((resp, None, None));
+    }
+    let invalid = |detail: String| ProxyError::Upstream {
+        provider: provider.to_string(),
+        failure: UpstreamFailure::InvalidResponse,
+        detail,
+    };
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = Batch::default();
+    // One timer, armed only when the body is not already there (most arrive whole): the
+    // sooner of the between-chunks gap and the total deadline.
+    let deadline = tokio::time::Instant::from_std(t.deadline);
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    let read = std::future::poll_fn(|cx| loop {
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len + data.len() > MAX_JSON_RESPONSE_BYTES {
+                        return Poll::Ready(Err(format!("the body is larger than {MAX_JSON_RESPONSE_BYTES} bytes")));
+                    }
+                    buf.push(data);
+                }
+                timer = None;
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(format!("the body broke off: {e}"))),
+            Poll::Ready(None) => return Poll::Ready(Ok(false)),
+            Poll::Pending => {
+                let due = deadline.min(tokio::time::Instant::now() + t.between_chunks);
+                let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                return if timer.as_mut().poll(cx).is_ready() { Poll::Ready(Ok(true)) } else { Poll::Pending };
+            }
+        }
+    });
+    match read.await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(ProxyError::Upstream {
+                provider: provider.to_string(),
+                failure: UpstreamFailure::BodyTimeout,
+                detail: String::new(),
+            })
+        }
+        Err(detail) => return Err(invalid(detail)),
+    }
+    let buf = buf.take().unwrap_or_default();
+    // One parse both validates the body and finds its usage.
+    let usage = match crate::provider::usage::read(&buf) {
+        Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
+        Ok(Some(raw)) => {
+            let mut u = Usage::default();
+            raw.fold(dialect.family(), &mut u);
+            u
+        }
+        Ok(None) => Usage::estimate(request_bytes, crate::provider::scan_json(&buf, dialect.text_keys()).text_bytes),
+    };
+    let output = if collect { Output::from_json(dialect.family(), &buf) } else { None };
+    Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage), output))
+}
