@@ -194,7 +194,7 @@ fn warn_unpriced_once(model: &str) {
 /// What the settlement needs of a budget beyond its account.
 struct Line {
     usd: Option<u64>,
-    alerts: Vec<f64>,
+    alerts: Arc<[f64]>,
     window: &'static str,
 }
 

@@ -72,14 +72,24 @@ impl Settle for Slot {
 }
 
 /// OpenAI's `x-ratelimit-*` headers, from warden's own limits (they replace the upstream's:
-/// the client is limited by warden first).
+/// the client is limited by warden first). Static names: parsing them per response cost more
+/// than the limits themselves.
 pub fn write_headers(headers: &mut http::HeaderMap, h: &Headers) {
     use crate::ratelimit::format_reset;
-    let names = [
-        ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", h.requests),
-        ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", h.tokens),
+    use http::header::HeaderName;
+    const NAMES: [[HeaderName; 3]; 2] = [
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
     ];
-    for (limit, remaining, reset, quota) in names {
+    for ([limit, remaining, reset], quota) in NAMES.into_iter().zip([h.requests, h.tokens]) {
         let Some(q) = quota else { continue };
         headers.insert(limit, http::HeaderValue::from(q.limit));
         headers.insert(remaining, http::HeaderValue::from(q.remaining));

@@ -64,7 +64,8 @@ pub struct Budget {
     pub usd: Option<u64>,
     pub tokens: Option<u64>,
     pub on_exhausted: super::OnExhausted,
-    pub alerts: Vec<f64>,
+    /// Shared: every settlement under the budget holds them.
+    pub alerts: std::sync::Arc<[f64]>,
 }
 
 /// A rule's setting plus whether it enforces or only records.
@@ -361,7 +362,7 @@ fn compile_budgets(cx: &mut Cx, raw: &[super::RawBudget]) -> Vec<Budget> {
             usd,
             tokens,
             on_exhausted: b.on_exhausted,
-            alerts: b.alerts.clone(),
+            alerts: b.alerts.as_slice().into(),
         });
     }
     out
