@@ -46,12 +46,14 @@ pub struct Reserved {
     pub would_refuse: Vec<String>,
 }
 
-/// Reserves on every budget of `policies`.
+/// Reserves `worst` (see [`worst_case`], computed once for this stage and the rate limits)
+/// on every budget of `policies`.
 pub fn reserve(
     app: &Arc<AppState>,
     snap: &Snapshot,
     policies: &[&Policy],
     subject: &Subject<'_, '_>,
+    worst: &Worst,
     guard: &mut crate::pipeline::exchange::Guard,
 ) -> Result<Option<Reserved>, ProxyError> {
     let max_output = subject.max_output;
@@ -92,7 +94,7 @@ pub fn reserve(
             }
         },
     };
-    let Worst { input_tokens, field, asked, choices } = worst_case(subject);
+    let &Worst { input_tokens, field, asked, choices } = worst;
     let p = price.unwrap_or(Price { input: 0, output: 0, cached_input: 0, cache_write: 0 });
     let ask = Ask {
         input_tokens,

@@ -192,11 +192,10 @@ where
                 "a budget applies, and warden cannot yet price batches or pass-through paths: send the requests one by one".into(),
             ));
         }
-        let key_scope = cx.passthrough.clone().unwrap_or_else(|| cx.key_name().to_string());
-        let team = cx.team().to_string();
         let subject = budget::Subject {
-            key: &key_scope,
-            team: &team,
+            // Clients' own provider keys are budgeted by their hash.
+            key: cx.passthrough.as_deref().unwrap_or(cx.key_name()),
+            team: cx.team(),
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
             endpoint,
             view: &view,
@@ -206,9 +205,19 @@ where
             body_len: body.len(),
             max_output: policy::top_output_limit(endpoint, &view, &evaluated.decision, top),
         };
-        let worst = budget::worst_case(&subject).tokens();
-        ratelimit::admit(app, &evaluated.policies, &subject, worst, &mut guard, &mut cx.rate_headers)?;
-        let reserved = budget::reserve(app, &snap, &evaluated.policies, &subject, &mut guard)?;
+        // One estimate of the prompt (a tokenizer pass, when configured) for both stages.
+        let worst = budget::worst_case(&subject);
+        let mut rate_headers = None;
+        let admitted =
+            ratelimit::admit(app, &evaluated.policies, &subject, worst.tokens(), &mut guard, &mut rate_headers);
+        if let Err(e) = admitted {
+            cx.rate_headers = rate_headers;
+            return Err(e);
+        }
+        let reserved = budget::reserve(app, &snap, &evaluated.policies, &subject, &worst, &mut guard);
+        // A 429 from a budget carries the rate-limit headers too.
+        cx.rate_headers = rate_headers;
+        let reserved = reserved?;
         if let Some(r) = reserved {
             if let Some((field, value)) = r.set_output {
                 policy::set_top_output(&mut evaluated.decision, &view, &body, top, field, value);
