@@ -220,7 +220,6 @@ impl Settle for Settlement {
         };
         let changes = r.settle(cost, tokens);
         let m = &self.app.metrics;
-        let webhook = self.app.snapshot.load().settings.alert_webhook.clone();
         for (claim, key, before, after) in &changes {
             let Some(line) = self.lines.get(*claim) else { continue };
             let Some(cap) = line.usd else { continue };
@@ -235,6 +234,8 @@ impl Settle for Settlement {
                     limit_usd: cap as f64 / PICO,
                     threshold,
                 };
+                // Read only when an alert fires: most settlements cross nothing.
+                let webhook = self.app.snapshot.load().settings.alert_webhook.clone();
                 crate::alerts::fire(m, webhook.as_ref(), alert);
             }
         }
