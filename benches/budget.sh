@@ -3,7 +3,7 @@
 # `plain` without policies, `checks` with a per-key budget, a team budget and a per-key rate
 # limit (all three limits) kept in memory, and `ledger` with the same and a redb ledger
 # (every request is priced, so every one is a committed settlement), driven by oha at a fixed 1,000 requests per second over 32 connections, in
-# interleaved rounds. Reports CPU per request (utime+stime over the responses) and p50/p99
+# interleaved rounds (the order reversed every other round). Reports CPU per request (time on CPU of all threads, from schedstat, over the responses) and p50/p99
 # to the end of the response, as medians over the rounds.
 #
 # Usage: benches/budget.sh [WARDEN_BIN]     ROUNDS=3 SECONDS_RUN=10 RATE=1000
@@ -12,14 +12,19 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3} SECONDS_RUN=${SECONDS_RUN:-10} RATE=${RATE:-1000}
 OUT=bench-results/budget
 MOCK_PORT=18601
+# The proxy on one core, the load and the mock on the other: the variants then differ by
+# their own work, not by where the scheduler happened to put them (PIN=1; off by default:
+# pinned runs here were not steadier).
+PROXY_CPU="" LOAD_CPU=""
+if [ "${PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ]; then PROXY_CPU="taskset -c 1" LOAD_CPU="taskset -c 0"; fi
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
 [ $# -gt 0 ] || cargo build --release --quiet --bin warden
-W=${1:-target/release/warden}
+W=$(realpath "${1:-target/release/warden}")
 rm -rf "$OUT"; mkdir -p "$OUT/plain/policies" "$OUT/checks/policies" "$OUT/ledger/policies"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-"$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
+$LOAD_CPU "$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
 pids+=($!)
 port=18610
 for variant in plain checks ledger; do
@@ -54,29 +59,32 @@ cp "$OUT/checks/policies/caps.yaml" "$OUT/ledger/policies/"
 declare -A PID PORT
 port=18610
 for variant in plain checks ledger; do
-  (cd "$OUT/$variant" && BENCH_UPSTREAM_KEY=sk-bench exec "$OLDPWD/$W" serve --config proxy.yaml >warden.log 2>&1) &
+  (cd "$OUT/$variant" && BENCH_UPSTREAM_KEY=sk-bench exec $PROXY_CPU "$W" serve --config proxy.yaml >warden.log 2>&1) &
   PID[$variant]=$!; PORT[$variant]=$port; pids+=($!)
   port=$((port + 2))
 done
 sleep 1
 BODY='{"model":"mock-1","max_tokens":100,"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Summarise the benefits of a reverse proxy for LLM APIs in one paragraph, please."}]}'
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+# Nanoseconds on CPU, summed over the process's threads (schedstat is exact; utime/stime
+# ticks are sampled at the timer tick, which aliases with a load paced at 1 ms).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 : >"$OUT/samples.tsv"
 for round in $(seq 1 "$ROUNDS"); do
-  for variant in plain checks ledger; do
-    before=$(ticks "${PID[$variant]}")
-    json=$(oha -c 32 -q "$RATE" -z "${SECONDS_RUN}s" --no-tui --output-format json -m POST \
+  # Alternate the order: whatever runs after the ledger's fsyncs (or first) is not always the same.
+  order="plain checks ledger"; [ $((round % 2)) = 0 ] && order="ledger checks plain"
+  for variant in $order; do
+    before=$(cpu_ns "${PID[$variant]}")
+    json=$($LOAD_CPU oha -c 32 -q "$RATE" -z "${SECONDS_RUN}s" --no-tui --output-format json -m POST \
       -H 'authorization: Bearer sk-warden-demo' -H 'content-type: application/json' -H 'x-mock: tokens=50' \
       -d "$BODY" "http://127.0.0.1:${PORT[$variant]}/v1/chat/completions")
-    after=$(ticks "${PID[$variant]}")
-    python3 - "$variant" "$((after - before))" "$HZ" "$json" >>"$OUT/samples.tsv" <<'PY'
+    after=$(cpu_ns "${PID[$variant]}")
+    python3 - "$variant" "$((after - before))" "$json" >>"$OUT/samples.tsv" <<'PY'
 import json, sys
-variant, ticks, hz, raw = sys.argv[1:]
+variant, ns, raw = sys.argv[1:]
 d = json.loads(raw)
 ok = int(d.get("statusCodeDistribution", {}).get("200", 0))
 p = d["latencyPercentiles"]
-print(f"{variant}\t{int(ticks) / int(hz) * 1e6 / max(ok, 1):.1f}\t{p['p50'] * 1000:.3f}\t{p['p99'] * 1000:.3f}\t{ok}")
+print(f"{variant}\t{int(ns) / 1e3 / max(ok, 1):.1f}\t{p['p50'] * 1000:.3f}\t{p['p99'] * 1000:.3f}\t{ok}")
 PY
   done
 done
@@ -88,8 +96,12 @@ print("| warden | CPU µs/req | p50 ms | p99 ms | 200s per run |")
 print("|---|---|---|---|---|")
 for v in ("plain", "checks", "ledger"):
     print(f"| {v} | {med(v, 1):.1f} | {med(v, 2):.3f} | {med(v, 3):.3f} | {med(v, 4):.0f} |")
-print(f"\nbudget and rate checks with reservation: {med('checks', 1) - med('plain', 1):+.1f} µs CPU, "
-      f"{med('checks', 3) - med('plain', 3):+.3f} ms p99 per request")
-print(f"the ledger's group commit on top: {med('ledger', 1) - med('checks', 1):+.1f} µs CPU, "
-      f"{med('ledger', 3) - med('checks', 3):+.3f} ms p99 per request")
+# The machine drifts between rounds more than the variants differ: the deltas are the
+# median of each round's own difference (variants of one round run back to back).
+col = lambda v, i: [float(r[i]) for r in rows if r[0] == v]
+delta = lambda a, b, i: statistics.median(x - y for x, y in zip(col(a, i), col(b, i)))
+print(f"\nbudget and rate checks with reservation: {delta('checks', 'plain', 1):+.1f} µs CPU, "
+      f"{delta('checks', 'plain', 3):+.3f} ms p99 per request")
+print(f"the ledger's group commit on top: {delta('ledger', 'checks', 1):+.1f} µs CPU, "
+      f"{delta('ledger', 'checks', 3):+.3f} ms p99 per request")
 PY
