@@ -7,19 +7,22 @@
 //! dollars. The exchange guard later replaces the reservation by the real cost
 //! ([`Reservation::settle`]); a request that never reaches its end releases it.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::cell::OnceCell;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::policy::{OnExhausted, Per, Window};
+pub use crate::shard::Few;
 use crate::shard::{lock, ShardedMap};
 
 /// Which account: a budget of a policy, for one scope, in one window.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountKey {
-    pub policy: String,
-    pub budget: String,
-    /// `key:demo`, `team:demo`, `model:gpt-4o`, `global`.
-    pub scope: String,
+    /// Shared with the compiled policy: a key costs no copy of its names.
+    pub policy: Arc<str>,
+    pub budget: Arc<str>,
+    /// `key:demo`, `team:demo`, `model:gpt-4o`, `global` (see [`Scopes`]).
+    pub scope: Arc<str>,
     /// Unix seconds at which the window opened.
     pub window_start: i64,
 }
@@ -95,14 +98,20 @@ pub struct Granted {
 /// A held reservation. Settle it with the real cost, or drop it to release it.
 #[derive(Debug)]
 pub struct Reservation {
-    accounts: Vec<Arc<Mutex<Account>>>,
-    /// The accounts' keys, in the same order, for the ledger.
-    pub keys: Vec<AccountKey>,
-    /// For each account, the claim it came from.
-    claims: Vec<usize>,
+    held: Few<Held>,
     cost: u64,
     tokens: u64,
     settled: bool,
+}
+
+/// One account a reservation holds.
+#[derive(Debug)]
+struct Held {
+    account: Arc<Mutex<Account>>,
+    /// For the ledger and the alerts.
+    key: AccountKey,
+    /// The claim it came from.
+    claim: usize,
 }
 
 /// Output tokens below which a clamped request is not worth sending.
@@ -116,11 +125,11 @@ impl Accounts {
     /// Reserves `ask`'s worst case on every claim at once, or on none.
     pub fn reserve(&self, claims: &[Claim], ask: Ask) -> Result<Granted, Refused> {
         // One global order (by key) for taking the locks: no two reservations can deadlock.
-        let mut order: Vec<usize> = (0..claims.len()).collect();
+        let mut order: Few<usize> = (0..claims.len()).collect();
         order.sort_by(|&a, &b| claims[a].key.cmp(&claims[b].key));
         order.dedup_by(|a, b| claims[*a].key == claims[*b].key);
-        let handles: Vec<Arc<Mutex<Account>>> = order.iter().map(|&i| self.account(&claims[i].key)).collect();
-        let mut guards: Vec<MutexGuard<Account>> = handles.iter().map(|h| lock(h)).collect();
+        let handles: Few<Arc<Mutex<Account>>> = order.iter().map(|&i| self.account(&claims[i].key)).collect();
+        let mut guards: Few<MutexGuard<Account>> = handles.iter().map(|h| lock(h)).collect();
         let mut out = ask.max_output;
         let mut would_refuse = Vec::new();
         for (slot, &i) in order.iter().enumerate() {
@@ -165,18 +174,12 @@ impl Accounts {
             g.reserved_tokens = g.reserved_tokens.saturating_add(tokens);
         }
         drop(guards);
-        Ok(Granted {
-            reservation: Reservation {
-                accounts: handles,
-                keys: order.iter().map(|&i| claims[i].key.clone()).collect(),
-                claims: order.clone(),
-                cost,
-                tokens,
-                settled: false,
-            },
-            max_output: out,
-            would_refuse,
-        })
+        let held = handles
+            .into_iter()
+            .zip(order)
+            .map(|(account, claim)| Held { account, key: claims[claim].key.clone(), claim })
+            .collect();
+        Ok(Granted { reservation: Reservation { held, cost, tokens, settled: false }, max_output: out, would_refuse })
     }
 
     /// A copy of every account, for `/admin/spend` and tests.
@@ -205,42 +208,38 @@ impl Accounts {
 impl Reservation {
     /// Replaces the reservation by what the exchange really cost; returns each account
     /// charged (its claim's index, its key) with its numbers before and after.
-    pub fn settle(mut self, cost: u64, tokens: u64) -> Vec<(usize, AccountKey, Account, Account)> {
-        let changes = self.apply(cost, tokens);
-        let claims = std::mem::take(&mut self.claims);
-        std::mem::take(&mut self.keys)
+    pub fn settle(mut self, cost: u64, tokens: u64) -> Few<(usize, AccountKey, Account, Account)> {
+        self.settled = true;
+        std::mem::take(&mut self.held)
             .into_iter()
-            .zip(claims)
-            .zip(changes)
-            .map(|((k, c), (b, a))| (c, k, b, a))
+            .map(|h| {
+                let (before, after) = self.apply(&h.account, cost, tokens);
+                (h.claim, h.key, before, after)
+            })
             .collect()
     }
 
-    /// Each account's numbers just before and just after, read under its lock (so a
+    /// The account's numbers just before and just after, read under its lock (so a
     /// threshold crossed by concurrent settlements is seen by exactly one of them).
-    fn apply(&mut self, cost: u64, tokens: u64) -> Vec<(Account, Account)> {
-        if self.settled {
-            return Vec::new();
-        }
-        self.settled = true;
-        let mut changes = Vec::with_capacity(self.accounts.len());
-        for a in &self.accounts {
-            let mut a = lock(a);
-            let before = *a;
-            a.reserved = a.reserved.saturating_sub(self.cost);
-            a.reserved_tokens = a.reserved_tokens.saturating_sub(self.tokens);
-            a.spent = a.spent.saturating_add(cost);
-            a.spent_tokens = a.spent_tokens.saturating_add(tokens);
-            changes.push((before, *a));
-        }
-        changes
+    fn apply(&self, account: &Mutex<Account>, cost: u64, tokens: u64) -> (Account, Account) {
+        let mut a = lock(account);
+        let before = *a;
+        a.reserved = a.reserved.saturating_sub(self.cost);
+        a.reserved_tokens = a.reserved_tokens.saturating_sub(self.tokens);
+        a.spent = a.spent.saturating_add(cost);
+        a.spent_tokens = a.spent_tokens.saturating_add(tokens);
+        (before, *a)
     }
 }
 
 impl Drop for Reservation {
     /// Never settled: nothing was spent, the reservation is released.
     fn drop(&mut self) {
-        let _ = self.apply(0, 0);
+        if !self.settled {
+            for h in &self.held {
+                self.apply(&h.account, 0, 0);
+            }
+        }
     }
 }
 
@@ -282,9 +281,9 @@ pub fn spend_rows(
         }
         let used = a.spent.saturating_add(a.reserved);
         rows.push(SpendRow {
-            policy: k.policy,
-            budget: k.budget,
-            scope: k.scope,
+            policy: k.policy.to_string(),
+            budget: k.budget.to_string(),
+            scope: k.scope.to_string(),
             window: window_label(b.window).into(),
             window_start: start,
             resets_at: end,
@@ -302,13 +301,36 @@ pub fn spend_rows(
     rows
 }
 
-/// The scope a budget counts a request under.
-pub fn scope(per: Per, key: &str, team: &str, model: &str) -> String {
-    match per {
-        Per::Key => format!("key:{key}"),
-        Per::Team => format!("team:{team}"),
-        Per::Model => format!("model:{model}"),
-        Per::Global => "global".to_string(),
+/// The scopes a request counts under (`key:demo`, `team:demo`, `model:gpt-4o`, `global`),
+/// each made once per request and shared by every budget and rate limit that uses it.
+pub struct Scopes<'a> {
+    key: &'a str,
+    team: &'a str,
+    model: &'a str,
+    made: [OnceCell<Arc<str>>; 3],
+}
+
+impl<'a> Scopes<'a> {
+    pub fn new(key: &'a str, team: &'a str, model: &'a str) -> Self {
+        Scopes { key, team, model, made: Default::default() }
+    }
+
+    /// Takes the key and team scopes a configured key was compiled with.
+    pub fn known(self, key: Option<Arc<str>>, team: Option<Arc<str>>) -> Self {
+        let [k, t, m] = self.made;
+        let fill = |cell: OnceCell<Arc<str>>, v: Option<Arc<str>>| v.map_or(cell, OnceCell::from);
+        Scopes { made: [fill(k, key), fill(t, team), m], ..self }
+    }
+
+    pub fn get(&self, per: Per) -> Arc<str> {
+        static GLOBAL: OnceLock<Arc<str>> = OnceLock::new();
+        let (slot, kind, name) = match per {
+            Per::Key => (0, "key", self.key),
+            Per::Team => (1, "team", self.team),
+            Per::Model => (2, "model", self.model),
+            Per::Global => return GLOBAL.get_or_init(|| "global".into()).clone(),
+        };
+        self.made[slot].get_or_init(|| format!("{kind}:{name}").into()).clone()
     }
 }
 
@@ -355,6 +377,19 @@ mod tests {
     }
 
     const ASK: Ask = Ask { input_tokens: 10, input_cost: 10, max_output: 100, output_price: 1, choices: 1 };
+
+    #[test]
+    fn scopes_are_made_once_or_taken_from_the_key() {
+        let s = Scopes::new("k", "t", "m");
+        assert_eq!(&*s.get(Per::Key), "key:k");
+        assert!(Arc::ptr_eq(&s.get(Per::Team), &s.get(Per::Team)));
+        assert_eq!(&*s.get(Per::Model), "model:m");
+        assert_eq!(&*s.get(Per::Global), "global");
+        let known: Arc<str> = "key:k".into();
+        let s = Scopes::new("k", "t", "m").known(Some(known.clone()), None);
+        assert!(Arc::ptr_eq(&s.get(Per::Key), &known));
+        assert_eq!(&*s.get(Per::Team), "team:t");
+    }
 
     #[test]
     fn reserves_on_all_or_none_and_settles_to_the_real_cost() {

@@ -48,9 +48,9 @@ fn decode(s: &str) -> Option<AccountKey> {
     let mut parts = s.split(SEP);
     let (policy, budget, scope, start) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some(AccountKey {
-        policy: policy.to_string(),
-        budget: budget.to_string(),
-        scope: scope.to_string(),
+        policy: policy.into(),
+        budget: budget.into(),
+        scope: scope.into(),
         window_start: start.parse().ok()?,
     })
 }

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::policy::compile::RateLimit;
-use crate::shard::{lock, ShardedMap};
+use crate::shard::{lock, Few, ShardedMap};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LimitKey {
-    pub policy: String,
+    pub policy: Arc<str>,
     /// The limit's position in the policy's `rate_limits`.
     pub index: usize,
-    pub scope: String,
+    pub scope: Arc<str>,
 }
 
 /// A bucket: how much of the minute's allowance is used, as of `at` (seconds on warden's clock).
@@ -80,7 +80,7 @@ pub struct Refused {
 /// it (nothing used).
 #[derive(Debug)]
 pub struct Admitted {
-    held: Vec<(Arc<Mutex<State>>, RateLimit)>,
+    held: Few<(Arc<Mutex<State>>, RateLimit)>,
     tokens: u64,
     done: bool,
     pub headers: Headers,
@@ -111,11 +111,11 @@ fn quota(cap: u64, b: &Bucket) -> Quota {
 impl Limiters {
     /// Admits a request of `tokens` (estimated) against every check, or refuses it.
     pub fn admit(&self, checks: &[Check], tokens: u64) -> Result<Admitted, Refused> {
-        let mut order: Vec<usize> = (0..checks.len()).collect();
+        let mut order: Few<usize> = (0..checks.len()).collect();
         order.sort_by(|&a, &b| checks[a].key.cmp(&checks[b].key));
         order.dedup_by(|a, b| checks[*a].key == checks[*b].key);
-        let handles: Vec<Arc<Mutex<State>>> = order.iter().map(|&i| self.map.entry(&checks[i].key)).collect();
-        let mut guards: Vec<MutexGuard<State>> = handles.iter().map(|h| lock(h)).collect();
+        let handles: Few<Arc<Mutex<State>>> = order.iter().map(|&i| self.map.entry(&checks[i].key)).collect();
+        let mut guards: Few<MutexGuard<State>> = handles.iter().map(|h| lock(h)).collect();
         let t = now();
         let cost = tokens as f64;
         let mut headers = Headers::default();
@@ -210,17 +210,28 @@ impl Drop for Admitted {
     }
 }
 
-/// OpenAI's duration style for `x-ratelimit-reset-*`: `20ms`, `1s`, `6m0s`.
-pub fn format_reset(secs: f64) -> String {
-    if secs < 1.0 {
-        return format!("{}ms", (secs * 1000.0).ceil() as u64);
-    }
-    let s = secs.ceil() as u64;
-    if s < 60 {
-        format!("{s}s")
+/// OpenAI's duration style for `x-ratelimit-reset-*`: `20ms`, `1s`, `6m0s`. Written into
+/// `out` (no allocation: this runs on every rate-limited response); returns the text.
+pub fn format_reset(secs: f64, out: &mut [u8; 48]) -> &str {
+    let mut a = itoa::Buffer::new();
+    let mut b = itoa::Buffer::new();
+    let pieces: [&str; 4] = if secs < 1.0 {
+        [a.format((secs * 1000.0).ceil() as u64), "ms", "", ""]
     } else {
-        format!("{}m{}s", s / 60, s % 60)
+        let s = secs.ceil() as u64;
+        if s < 60 {
+            [a.format(s), "s", "", ""]
+        } else {
+            [a.format(s / 60), "m", b.format(s % 60), "s"]
+        }
+    };
+    let mut n = 0;
+    for p in pieces {
+        // At most 20 + 1 + 20 + 1 bytes: always fits.
+        out[n..n + p.len()].copy_from_slice(p.as_bytes());
+        n += p.len();
     }
+    std::str::from_utf8(&out[..n]).unwrap_or("")
 }
 
 #[cfg(test)]
@@ -267,8 +278,10 @@ mod tests {
 
     #[test]
     fn reset_in_openai_style() {
-        assert_eq!(format_reset(0.02), "20ms");
-        assert_eq!(format_reset(1.0), "1s");
-        assert_eq!(format_reset(360.0), "6m0s");
+        let mut buf = [0; 48];
+        assert_eq!(format_reset(0.02, &mut buf), "20ms");
+        assert_eq!(format_reset(1.0, &mut buf), "1s");
+        assert_eq!(format_reset(360.0, &mut buf), "6m0s");
+        assert_eq!(format_reset(1e30, &mut buf), "307445734561825860m15s");
     }
 }

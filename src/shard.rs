@@ -62,6 +62,10 @@ impl Seeded {
 
 type Shard<K, V> = Mutex<HashMap<K, Arc<Mutex<V>>, Seeded>>;
 
+/// The accounts, limits or claims of one request: a few, kept inline (no allocation per
+/// request).
+pub type Few<T> = smallvec::SmallVec<[T; 4]>;
+
 pub struct ShardedMap<K, V> {
     shards: Vec<Shard<K, V>>,
     hasher: Seeded,

@@ -221,8 +221,11 @@ async fn prompt_tokens_tiktoken_counts_openai_prompts_exactly() {
     };
     let exact = 100_000 - 100 - (warden::pipeline::budget::tiktoken_count(&text) as u64 + 4);
     assert_eq!(remaining("prompt_tokens: tiktoken").await, exact);
-    // The default estimate is conservative: three bytes a token.
-    let estimated = 100_000 - 100 - (text.len().div_ceil(3) as u64 + 4);
+    // The default estimate is conservative: every key and string value at three bytes a
+    // token, plus one a value (model, role, content).
+    let keys = "model".len() + "max_tokens".len() + "messages".len() + "role".len() + "content".len();
+    let bytes = keys + "mock-1".len() + "user".len() + text.len();
+    let estimated = 100_000 - 100 - (bytes.div_ceil(3) as u64 + 3);
     assert_eq!(remaining("").await, estimated);
     assert!(estimated < exact);
 }

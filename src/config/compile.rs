@@ -218,9 +218,11 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
             }
         };
         let allowed = k.providers.as_ref().map(|list| list.iter().filter_map(|p| lookup(&mut cx, p)).collect());
+        let team = k.team.clone().unwrap_or_else(|| "default".into());
         let vk = VirtualKey {
+            scopes: [format!("key:{}", k.name.value).into(), format!("team:{team}").into()],
             name: k.name.value.clone(),
-            team: k.team.clone().unwrap_or_else(|| "default".into()),
+            team,
             labels: k.labels.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
             providers: allowed,
             loopback_only: k.loopback_only,

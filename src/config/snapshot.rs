@@ -112,6 +112,9 @@ impl Provider {
 pub struct VirtualKey {
     pub name: String,
     pub team: String,
+    /// `key:<name>` and `team:<team>`: the scopes budgets and rate limits count the key
+    /// under, made once here rather than on every request.
+    pub scopes: [std::sync::Arc<str>; 2],
     pub labels: Vec<(String, String)>,
     /// Indexes into [`Snapshot::providers`]; `None` = every provider.
     pub providers: Option<Vec<usize>>,

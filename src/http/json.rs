@@ -22,17 +22,39 @@ pub enum JsonProblem {
     Invalid(serde_json::Error),
 }
 
-/// Checks that `body` is one JSON value whose objects never repeat a key.
-pub fn check_unique_keys(body: &[u8]) -> Result<(), JsonProblem> {
+/// How much text a body carries, measured on the way (the walk sees every string anyway):
+/// enough to estimate its tokens without reading it again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TextSize {
+    /// Bytes of every key and string value, escapes decoded, except values that look like
+    /// encoded binary (see [`looks_binary`]).
+    pub bytes: usize,
+    /// String values counted.
+    pub values: usize,
+}
+
+/// Checks that `body` is one JSON value whose objects never repeat a key; measures its text.
+pub fn check_unique_keys(body: &[u8]) -> Result<TextSize, JsonProblem> {
     let mut path = Vec::new();
     let mut found = None;
+    let mut size = TextSize::default();
     let mut de = serde_json::Deserializer::from_slice(body);
-    let walked = Walk { path: &mut path, found: &mut found }.deserialize(&mut de).and_then(|()| de.end());
+    let walked =
+        Walk { path: &mut path, found: &mut found, size: &mut size }.deserialize(&mut de).and_then(|()| de.end());
     match (found, walked) {
         (Some(dup), _) => Err(JsonProblem::Duplicate(dup)),
-        (None, Ok(())) => Ok(()),
+        (None, Ok(())) => Ok(size),
         (None, Err(e)) => Err(JsonProblem::Invalid(e)),
     }
+}
+
+/// Base64 or a data URL (an image, audio, a file): long, one word, base64 and URL bytes only.
+/// A model reads such a payload as media, not as text at a few bytes a token. Prose, code
+/// and CJK text (never pure ASCII without a space at this length) are not matched.
+pub fn looks_binary(s: &str) -> bool {
+    s.len() >= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b':' | b';' | b','))
 }
 
 enum Seg<'a> {
@@ -67,6 +89,7 @@ fn render(path: &[Seg], last: &str) -> String {
 struct Walk<'p, 'de> {
     path: &'p mut Vec<Seg<'de>>,
     found: &'p mut Option<DuplicateKey>,
+    size: &'p mut TextSize,
 }
 
 impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
@@ -99,7 +122,11 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     fn visit_f64<E>(self, _: f64) -> Result<(), E> {
         Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.size.values += 1;
+        if !looks_binary(v) {
+            self.size.bytes += v.len();
+        }
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
@@ -110,7 +137,7 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
         let mut i = 0;
         loop {
             self.path.push(Seg::Index(i));
-            let next = seq.next_element_seed(Walk { path: self.path, found: self.found });
+            let next = seq.next_element_seed(Walk { path: self.path, found: self.found, size: self.size });
             self.path.pop();
             if next?.is_none() {
                 return Ok(());
@@ -136,8 +163,9 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
                 // Stop the parse; the caller reports `found`, not this error.
                 return Err(A::Error::custom("duplicate key"));
             }
+            self.size.bytes += key.len();
             self.path.push(Seg::Key(key));
-            let r = map.next_value_seed(Walk { path: self.path, found: self.found });
+            let r = map.next_value_seed(Walk { path: self.path, found: self.found, size: self.size });
             self.path.pop();
             r?;
         }
@@ -183,5 +211,17 @@ mod tests {
         assert!(matches!(check_unique_keys(b"{\"a\":"), Err(JsonProblem::Invalid(_))));
         assert!(matches!(check_unique_keys(b"{} {}"), Err(JsonProblem::Invalid(_))));
         assert!(check_unique_keys(br#"{"a":[1,2.5,true,null,"x"]}"#).is_ok());
+    }
+
+    #[test]
+    fn measures_text_but_not_encoded_media() {
+        let image = format!("data:image/png;base64,{}", "iVBORw0KGgo+/=".repeat(40));
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"h\u00e9llo"}},{{"url":"{image}"}}]}}"#);
+        let size = check_unique_keys(body.as_bytes()).unwrap();
+        // model, m, messages, role, user, content, héllo (6 bytes decoded), url.
+        assert_eq!(size, TextSize { bytes: 5 + 1 + 8 + 4 + 4 + 7 + 6 + 3, values: 4 });
+        assert!(!looks_binary(&"这是一段很长的中文文本".repeat(20)));
+        assert!(!looks_binary(&"word ".repeat(100)));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::budget::{now_secs, scope, window_bounds, window_label, AccountKey, Ask, Claim, Reservation};
+use crate::budget::{now_secs, window_bounds, window_label, AccountKey, Ask, Claim, Few, Reservation, Scopes};
 use crate::config::prices::{Price, Unpriced, PICO};
 use crate::config::Snapshot;
 use crate::error::{BudgetRefusal, ProxyError};
@@ -24,8 +24,8 @@ pub const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
 
 /// Who and what the request is, for scoping budgets and estimating its worst case.
 pub struct Subject<'a, 'v> {
-    pub key: &'a str,
-    pub team: &'a str,
+    /// The key, team and model it counts under.
+    pub scopes: Scopes<'a>,
     /// The model the upstream receives.
     pub model: &'a str,
     pub endpoint: Endpoint,
@@ -58,9 +58,12 @@ pub fn reserve(
 ) -> Result<Option<Reserved>, ProxyError> {
     let max_output = subject.max_output;
     let now = now_secs();
-    let mut claims = Vec::new();
-    let mut ends = Vec::new();
-    let mut alert_lists = Vec::new();
+    let count = policies.iter().map(|p| p.budgets.len()).sum();
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut claims = Few::with_capacity(count);
+    let mut lines = Few::with_capacity(count);
     for p in policies {
         for b in &p.budgets {
             let (start, end) = window_bounds(b.window, now);
@@ -68,7 +71,7 @@ pub fn reserve(
                 key: AccountKey {
                     policy: p.name.clone(),
                     budget: b.name.clone(),
-                    scope: scope(b.per, subject.key, subject.team, subject.model),
+                    scope: subject.scopes.get(b.per),
                     window_start: start,
                 },
                 usd: b.usd,
@@ -76,12 +79,8 @@ pub fn reserve(
                 on_exhausted: b.on_exhausted,
                 enforce: p.mode == Mode::Enforce,
             });
-            ends.push((end, b.window));
-            alert_lists.push(b.alerts.clone());
+            lines.push(Line { usd: b.usd, alerts: b.alerts.clone(), window: b.window, end });
         }
-    }
-    if claims.is_empty() {
-        return Ok(None);
     }
     let price = match snap.prices.get(subject.model) {
         Some(p) => Some(*p),
@@ -105,11 +104,11 @@ pub fn reserve(
     };
     let granted = app.budgets.reserve(&claims, ask).map_err(|r| {
         let c = &claims[r.claim];
-        let (end, window) = ends[r.claim];
+        let Line { end, window, .. } = lines[r.claim];
         let usd = |pico: u64| pico as f64 / PICO;
         ProxyError::BudgetExhausted(Box::new(BudgetRefusal {
-            policy: c.key.policy.clone(),
-            budget: c.key.budget.clone(),
+            policy: c.key.policy.to_string(),
+            budget: c.key.budget.to_string(),
             scope: describe(&c.key.scope),
             window: window_label(window),
             // Settled spend plus what requests in flight hold.
@@ -127,12 +126,6 @@ pub fn reserve(
         Some(f) if max_output.is_none() || granted.max_output < asked => Some((f, granted.max_output)),
         _ => None,
     };
-    let lines = claims
-        .iter()
-        .zip(&alert_lists)
-        .zip(&ends)
-        .map(|((c, alerts), (_, window))| Line { usd: c.usd, alerts: alerts.clone(), window: window_label(*window) })
-        .collect();
     guard.push(Box::new(Settlement { reservation: Some(granted.reservation), price, app: app.clone(), lines }));
     Ok(Some(Reserved { set_output, would_refuse }))
 }
@@ -197,7 +190,9 @@ fn warn_unpriced_once(model: &str) {
 struct Line {
     usd: Option<u64>,
     alerts: Arc<[f64]>,
-    window: &'static str,
+    window: crate::policy::Window,
+    /// When the window closes (Unix seconds).
+    end: i64,
 }
 
 /// Replaces the reservation by the exchange's real cost when it ends, fires the alerts whose thresholds it crossed, and writes the
@@ -206,7 +201,7 @@ struct Settlement {
     reservation: Option<Reservation>,
     price: Option<Price>,
     app: Arc<AppState>,
-    lines: Vec<Line>,
+    lines: Few<Line>,
 }
 
 impl Settle for Settlement {
@@ -225,10 +220,10 @@ impl Settle for Settlement {
             let Some(cap) = line.usd else { continue };
             for threshold in crate::alerts::crossed(&line.alerts, cap, before.spent, after.spent) {
                 let alert = crate::alerts::Alert {
-                    policy: key.policy.clone(),
-                    budget: key.budget.clone(),
-                    scope: key.scope.clone(),
-                    window: line.window,
+                    policy: key.policy.to_string(),
+                    budget: key.budget.to_string(),
+                    scope: key.scope.to_string(),
+                    window: window_label(line.window),
                     window_start: key.window_start,
                     spent_usd: after.spent as f64 / PICO,
                     limit_usd: cap as f64 / PICO,

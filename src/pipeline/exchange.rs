@@ -70,7 +70,8 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(2);
 /// The settlers of one exchange. Empty (and free) unless a stage pushed one.
 #[derive(Default)]
 pub struct Guard {
-    settlers: Vec<Box<dyn Settle>>,
+    /// Inline: a request has at most a few (its rate limits, its budgets).
+    settlers: smallvec::SmallVec<[Box<dyn Settle>; 2]>,
 }
 
 impl Guard {
@@ -88,17 +89,24 @@ impl Guard {
         if self.settlers.is_empty() {
             return None;
         }
-        let futures: Vec<SettleFuture> = self.settlers.drain(..).map(|s| s.settle(end)).collect();
-        let mut all: SettleFuture = Box::pin(async move {
-            for f in futures {
+        // Each future is polled once here; only those still pending are kept (and allocated
+        // for). Polling again later with a real waker is what futures expect.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut pending = Vec::new();
+        for s in self.settlers.drain(..) {
+            let mut f = s.settle(end);
+            if f.as_mut().poll(&mut cx).is_pending() {
+                pending.push(f);
+            }
+        }
+        if pending.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            for f in pending {
                 f.await;
             }
-        });
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match all.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(()) => None,
-            std::task::Poll::Pending => Some(all),
-        }
+        }))
     }
 }
 

@@ -193,9 +193,16 @@ where
             ));
         }
         let subject = budget::Subject {
-            // Clients' own provider keys are budgeted by their hash.
-            key: cx.passthrough.as_deref().unwrap_or(cx.key_name()),
-            team: cx.team(),
+            scopes: crate::budget::Scopes::new(
+                // Clients' own provider keys are budgeted by their hash.
+                cx.passthrough.as_deref().unwrap_or(cx.key_name()),
+                cx.team(),
+                cx.model_forwarded.as_deref().unwrap_or("none"),
+            )
+            .known(
+                cx.key.as_ref().filter(|_| cx.passthrough.is_none()).map(|k| k.scopes[0].clone()),
+                cx.key.as_ref().map(|k| k.scopes[1].clone()),
+            ),
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
             endpoint,
             view: &view,

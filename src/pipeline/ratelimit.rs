@@ -21,17 +21,13 @@ pub fn admit(
     guard: &mut Guard,
     headers: &mut Option<Headers>,
 ) -> Result<(), ProxyError> {
-    let checks: Vec<Check> = policies
+    let checks: crate::budget::Few<Check> = policies
         .iter()
         // A monitored policy's limits do not refuse; rate limits have no "would" state to keep.
         .filter(|p| p.mode == Mode::Enforce)
         .flat_map(|p| {
             p.rate_limits.iter().enumerate().map(move |(index, l)| Check {
-                key: LimitKey {
-                    policy: p.name.clone(),
-                    index,
-                    scope: crate::budget::scope(l.per, subject.key, subject.team, subject.model),
-                },
+                key: LimitKey { policy: p.name.clone(), index, scope: subject.scopes.get(l.per) },
                 limit: *l,
             })
         })
@@ -48,9 +44,9 @@ pub fn admit(
         Err(r) => {
             *headers = Some(r.headers);
             let c = &checks[r.check];
-            app.metrics.ratelimit_rejections.with_label_values(&[c.key.policy.as_str(), r.limit]).inc();
+            app.metrics.ratelimit_rejections.with_label_values(&[&*c.key.policy, r.limit]).inc();
             Err(ProxyError::RateLimited(Box::new(RateRefusal {
-                policy: c.key.policy.clone(),
+                policy: c.key.policy.to_string(),
                 limit: r.limit,
                 scope: crate::pipeline::budget::describe(&c.key.scope),
                 retry_after_secs: r.retry_after_secs.ceil().max(1.0) as u64,
@@ -89,12 +85,32 @@ pub fn write_headers(headers: &mut http::HeaderMap, h: &Headers) {
             HeaderName::from_static("x-ratelimit-reset-tokens"),
         ],
     ];
+    // The six values are written into one buffer and each header holds a slice of it: one
+    // allocation, not one per value (`HeaderValue::from(u64)` also formats through `fmt`).
+    let mut all = bytes::BytesMut::with_capacity(128);
+    let mut spans: smallvec::SmallVec<[(HeaderName, std::ops::Range<usize>); 6]> = smallvec::SmallVec::new();
     for ([limit, remaining, reset], quota) in NAMES.into_iter().zip([h.requests, h.tokens]) {
         let Some(q) = quota else { continue };
-        headers.insert(limit, http::HeaderValue::from(q.limit));
-        headers.insert(remaining, http::HeaderValue::from(q.remaining));
-        if let Ok(v) = http::HeaderValue::from_str(&format_reset(q.reset_secs)) {
-            headers.insert(reset, v);
+        let mut buf = [0; 48];
+        let texts = [
+            append(&mut all, itoa::Buffer::new().format(q.limit)),
+            append(&mut all, itoa::Buffer::new().format(q.remaining)),
+            append(&mut all, format_reset(q.reset_secs, &mut buf)),
+        ];
+        spans.extend([limit, remaining, reset].into_iter().zip(texts));
+    }
+    let all = all.freeze();
+    headers.reserve(spans.len());
+    for (name, span) in spans {
+        if let Ok(v) = http::HeaderValue::from_maybe_shared(all.slice(span)) {
+            headers.insert(name, v);
         }
     }
+}
+
+/// Appends a text to a buffer, returning where it sits.
+fn append(buf: &mut bytes::BytesMut, text: &str) -> std::ops::Range<usize> {
+    let start = buf.len();
+    buf.extend_from_slice(text.as_bytes());
+    start..buf.len()
 }

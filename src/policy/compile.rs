@@ -32,7 +32,8 @@ pub struct PolicySet {
 }
 
 pub struct Policy {
-    pub name: String,
+    /// Shared with the budget and rate-limit accounts keyed by it.
+    pub name: std::sync::Arc<str>,
     pub priority: i32,
     keys: Vec<Glob>,
     teams: Vec<String>,
@@ -58,7 +59,7 @@ pub struct RateLimit {
 /// A compiled budget: caps in picodollars and tokens per calendar window.
 #[derive(Debug, Clone)]
 pub struct Budget {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub per: super::Per,
     pub window: super::Window,
     pub usd: Option<u64>,
@@ -157,7 +158,7 @@ impl PolicySet {
     }
 
     pub fn names(&self) -> Vec<&str> {
-        self.policies.iter().map(|p| p.name.as_str()).collect()
+        self.policies.iter().map(|p| &*p.name).collect()
     }
 }
 
@@ -306,7 +307,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
         }
     }
     Policy {
-        name: p.name.value.clone(),
+        name: p.name.value.as_str().into(),
         priority: p.priority,
         keys,
         teams: m.teams.iter().map(|t| t.value.clone()).collect(),
@@ -333,7 +334,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
 fn compile_budgets(cx: &mut Cx, raw: &[super::RawBudget]) -> Vec<Budget> {
     let mut out: Vec<Budget> = Vec::new();
     for b in raw {
-        if out.iter().any(|o| o.name == b.name.value) {
+        if out.iter().any(|o| *o.name == *b.name.value) {
             cx.err(&b.name, format!("budget `{}` is defined twice in this policy", b.name.value), None);
         }
         if b.usd.is_none() && b.tokens.is_none() {
@@ -356,7 +357,7 @@ fn compile_budgets(cx: &mut Cx, raw: &[super::RawBudget]) -> Vec<Budget> {
             }
         }
         out.push(Budget {
-            name: b.name.value.clone(),
+            name: b.name.value.as_str().into(),
             per: b.per,
             window: b.window,
             usd,

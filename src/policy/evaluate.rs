@@ -42,7 +42,7 @@ pub fn evaluate<'s>(
 ) -> Result<Evaluated<'s>, ProxyError> {
     let policies = snap.policies.resolve(facts);
     let object = body.iter().position(|b| *b == b'{').unwrap_or(0);
-    let mut decision = Decision { applied: policies.iter().map(|p| p.name.as_str()).collect(), ..Decision::default() };
+    let mut decision = Decision { applied: policies.iter().map(|p| &*p.name).collect(), ..Decision::default() };
     decision.apply(decide(&policies, facts, request, body, object).map_err(ProxyError::InvalidShape)?);
     let mut model_edits = Vec::new();
     let Some(item_endpoint) = facts.endpoint.batch_item() else {
@@ -80,8 +80,8 @@ pub fn evaluate<'s>(
             v.field = format!("requests[{i}].params.{}", v.field);
         }
         for p in &item_policies {
-            if !decision.applied.contains(&p.name.as_str()) {
-                decision.applied.push(p.name.as_str());
+            if !decision.applied.contains(&&*p.name) {
+                decision.applied.push(&*p.name);
             }
         }
         decision.apply(verdict);

@@ -101,7 +101,7 @@ fn check_extra_path(policies: &[&Policy], facts: &Facts, d: &mut Checks) {
         let Some(l) = &p.limits else { continue };
         if !l.extra_paths.value.iter().any(|g| g.matches(facts.path)) {
             let v = Violation {
-                policy: p.name.clone(),
+                policy: p.name.to_string(),
                 rule: "limits.extra_paths",
                 field: "path".into(),
                 message: format!("the path {} is not on this policy's `extra_paths`", facts.path),
@@ -117,7 +117,7 @@ fn check_file_batches(policies: &[&Policy], d: &mut Checks) {
     let says =
         |want: bool| policies.iter().find(|p| p.limits.as_ref().and_then(|l| l.allow_file_batches) == Some(want));
     let (policy, why) = match (says(false), says(true)) {
-        (Some(p), _) => (p.name.clone(), "this policy sets `allow_file_batches: false`"),
+        (Some(p), _) => (p.name.to_string(), "this policy sets `allow_file_batches: false`"),
         (None, Some(_)) => return,
         (None, None) => ("(built-in)".to_string(), "no matching policy sets `limits.allow_file_batches: true`"),
     };
@@ -198,7 +198,7 @@ fn record<T>(d: &mut Checks, rule: &Rule<T>, v: Violation) {
 
 fn check(p: &Policy, l: &Limits, f: &Facts, req: &Request, object: usize, d: &mut Checks) {
     let violation = |rule: &'static str, field: &str, message: String| Violation {
-        policy: p.name.clone(),
+        policy: p.name.to_string(),
         rule,
         field: field.to_string(),
         message,

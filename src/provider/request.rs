@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use super::history::{self, History};
 use super::Endpoint;
 use crate::error::ProxyError;
-use crate::http::json::{check_unique_keys, JsonProblem};
+use crate::http::json::{check_unique_keys, JsonProblem, TextSize};
 
 /// The fields of a request body warden reads.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub struct RequestView<'a> {
     /// Every top-level field any stage reads, found in this one scan of the body; later
     /// stages parse only the values they need from these slices.
     pub fields: Fields<'a>,
+    /// How much text the body carries (`None`: a body warden does not read).
+    pub text: Option<TextSize>,
     history: OnceCell<Result<History<'a>, String>>,
 }
 
@@ -142,6 +144,7 @@ impl<'a> RequestView<'a> {
             model_span: None,
             stream: false,
             fields: Fields::default(),
+            text: None,
             history: OnceCell::new(),
         }
     }
@@ -153,20 +156,25 @@ impl<'a> RequestView<'a> {
         self.history.get_or_init(|| history::read(self.endpoint, &self.fields)).as_ref().map_err(Clone::clone)
     }
 
-    /// A conservative estimate of the prompt's tokens, for budget reservations (the real
-    /// count comes from the response's usage): the text parts, tool definitions and output
-    /// format at three bytes a token (four undercounts code by a third), plus four tokens a
-    /// part for the chat template. A body whose conversation cannot be read counts whole.
-    /// `tokenizer`: counts text exactly instead (OpenAI models); schemas stay estimated.
+    /// A conservative estimate of the prompt's tokens, for budget reservations and rate
+    /// limits (the real count comes from the response's usage): every key and string value
+    /// of the body at three bytes a token (four undercounts code by a third), plus one token
+    /// a value for the chat template, measured by the duplicate-key walk (no second pass).
+    /// Encoded media (base64, data URLs) is not text and is left out. A body warden does not
+    /// read counts whole.
+    /// `tokenizer`: counts the conversation's text exactly instead (OpenAI models); schemas
+    /// stay estimated.
     pub fn estimate_input_tokens(&self, body_len: usize, tokenizer: Option<&dyn Fn(&str) -> usize>) -> u64 {
-        let Ok(h) = self.history() else { return body_len.div_ceil(3) as u64 };
-        let raw = |v: Option<&RawValue>| v.map_or(0, |r| r.get().len());
-        let schemas = (raw(self.tools()) + raw(self.response_format())).div_ceil(3);
-        let text = match tokenizer {
-            Some(count) => h.texts.iter().map(|t| count(&t.text)).sum::<usize>(),
-            None => h.texts.iter().map(|t| t.text.len()).sum::<usize>().div_ceil(3),
-        };
-        (text + schemas + 4 * h.texts.len()) as u64
+        if let Some((count, Ok(h))) = tokenizer.map(|count| (count, self.history())) {
+            let raw = |v: Option<&RawValue>| v.map_or(0, |r| r.get().len());
+            let schemas = (raw(self.tools()) + raw(self.response_format())).div_ceil(3);
+            let text = h.texts.iter().map(|t| count(&t.text)).sum::<usize>();
+            return (text + schemas + 4 * h.texts.len()) as u64;
+        }
+        match self.text {
+            Some(t) => (t.bytes.div_ceil(3) + t.values) as u64,
+            None => body_len.div_ceil(3) as u64,
+        }
     }
 
     /// The tool definitions the request declares, as raw JSON (their schemas inside).
@@ -181,9 +189,9 @@ impl<'a> RequestView<'a> {
 }
 
 /// Parses a JSON body: one object, no key repeated at any depth.
-fn read_json(body: &[u8], first: Option<u8>) -> Result<Fields<'_>, ProxyError> {
-    match check_unique_keys(body) {
-        Ok(()) => {}
+fn read_json(body: &[u8], first: Option<u8>) -> Result<(Fields<'_>, TextSize), ProxyError> {
+    let text = match check_unique_keys(body) {
+        Ok(text) => text,
         Err(JsonProblem::Duplicate(d)) => return Err(ProxyError::DuplicateKey { path: d.path }),
         Err(JsonProblem::Invalid(_)) if first != Some(b'{') => {
             return Err(ProxyError::InvalidJson("the request body must be a JSON object".into()));
@@ -198,15 +206,21 @@ fn read_json(body: &[u8], first: Option<u8>) -> Result<Fields<'_>, ProxyError> {
         Err(JsonProblem::Invalid(e)) => {
             return Err(ProxyError::InvalidJson(format!("the request body is not valid JSON: {e}")));
         }
-    }
+    };
     if first != Some(b'{') {
         return Err(ProxyError::InvalidJson("the request body must be a JSON object".into()));
     }
     // The body is valid JSON with unique keys, so every error left is a field's wrong type.
-    serde_json::from_slice(body).map_err(|e| ProxyError::InvalidJson(format!("the request body is invalid: {e}")))
+    let fields = serde_json::from_slice(body)
+        .map_err(|e| ProxyError::InvalidJson(format!("the request body is invalid: {e}")))?;
+    Ok((fields, text))
 }
 
-fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Result<RequestView<'a>, ProxyError> {
+fn read_view<'a>(
+    endpoint: Endpoint,
+    body: &'a [u8],
+    (fields, text): (Fields<'a>, TextSize),
+) -> Result<RequestView<'a>, ProxyError> {
     let model = match fields.model {
         Some(raw) => Some(string_field(raw, "model")?),
         None if endpoint.requires_model() => return Err(ProxyError::MissingField("model")),
@@ -233,6 +247,7 @@ fn read_view<'a>(endpoint: Endpoint, body: &'a [u8], fields: Fields<'a>) -> Resu
         model_span: fields.model.map(|m| span(body, m)),
         stream,
         fields,
+        text: Some(text),
         history: OnceCell::new(),
     })
 }
