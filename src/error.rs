@@ -85,6 +85,12 @@ pub enum ProxyError {
     /// A rate limit has no room for the request now.
     #[error("rate limit `{}` of policy `{}` for {} reached; retry in {}s", .0.limit, .0.policy, .0.scope, .0.retry_after_secs)]
     RateLimited(Box<RateRefusal>),
+    /// The provider's circuit is open and no fallback could take the request.
+    #[error("upstream provider `{provider}` is failing: its circuit is open; retry in {retry_after_secs}s")]
+    CircuitOpen { provider: String, retry_after_secs: u64 },
+    /// An agent session reached one of its caps.
+    #[error("session `{}` of policy `{}` reached its {} ({}); start a new session", .0.session, .0.policy, .0.limit, .0.detail)]
+    SessionLimit(Box<SessionRefusal>),
     /// A dollar budget applies, the model has no price, and `unpriced_models: reject`.
     #[error("model `{0}` has no price and a dollar budget applies: add it under `prices:` in proxy.yaml, or set `unpriced_models: meter`")]
     UnpricedModel(String),
@@ -101,6 +107,18 @@ pub struct RateRefusal {
     pub limit: &'static str,
     pub scope: String,
     pub retry_after_secs: u64,
+}
+
+/// Which session cap stopped a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRefusal {
+    pub policy: String,
+    /// The session id as the client sent it (at most 64 characters of it).
+    pub session: String,
+    /// `max_requests`, `max_tokens` or `max_duration`.
+    pub limit: &'static str,
+    /// The cap and where the session stands, in words.
+    pub detail: String,
 }
 
 /// Which budget refused a request, for the 429 and its `retry-after`.
@@ -266,6 +284,8 @@ impl ProxyError {
             ProxyError::BudgetExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UnpricedModel(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::SessionLimit(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -298,6 +318,8 @@ impl ProxyError {
             ProxyError::BudgetExhausted(_) => ErrorClass::RateLimit,
             ProxyError::UnpricedModel(_) => ErrorClass::Permission,
             ProxyError::RateLimited(_) => ErrorClass::RateLimit,
+            ProxyError::CircuitOpen { .. } => ErrorClass::Unavailable,
+            ProxyError::SessionLimit(_) => ErrorClass::RateLimit,
         }
     }
 
@@ -329,6 +351,8 @@ impl ProxyError {
             ProxyError::BudgetExhausted(_) => "budget_exhausted",
             ProxyError::UnpricedModel(_) => "unpriced_model",
             ProxyError::RateLimited(_) => "rate_limited",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::SessionLimit(_) => "session_limit",
         }
     }
 
@@ -343,6 +367,8 @@ impl ProxyError {
             ProxyError::BudgetExhausted(_) => Some("budget_exceeded"),
             ProxyError::UnpricedModel(_) => Some("unpriced_model"),
             ProxyError::RateLimited(_) => Some("rate_limit_exceeded"),
+            ProxyError::SessionLimit(_) => Some("session_limit_exceeded"),
+            ProxyError::CircuitOpen { .. } => Some("circuit_open"),
             ProxyError::Forbidden(_)
             | ProxyError::DuplicateKey { .. }
             | ProxyError::InvalidJson(_)
@@ -387,6 +413,8 @@ impl ProxyError {
             | ProxyError::BudgetExhausted(_)
             | ProxyError::UnpricedModel(_)
             | ProxyError::RateLimited(_)
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::SessionLimit(_)
             | ProxyError::Upstream { .. } => None,
         }
     }
@@ -420,6 +448,8 @@ impl ProxyError {
             | ProxyError::BudgetExhausted(_)
             | ProxyError::UnpricedModel(_)
             | ProxyError::RateLimited(_)
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::SessionLimit(_)
             | ProxyError::PolicyViolation(_) => None,
         }
     }
@@ -432,6 +462,13 @@ impl ProxyError {
         let mut resp = json_response(status, body);
         if let ProxyError::RateLimited(r) = &self {
             resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs.max(1)));
+        }
+        if let ProxyError::CircuitOpen { retry_after_secs, .. } = &self {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from((*retry_after_secs).max(1)));
+        }
+        if let ProxyError::SessionLimit(_) = &self {
+            // Waiting does not lift a session's cap: the SDKs must not retry it.
+            resp.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if let ProxyError::BudgetExhausted(r) = &self {
             let h = resp.headers_mut();

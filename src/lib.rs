@@ -20,6 +20,8 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod audit;
+pub mod breaker;
 pub mod budget;
 pub mod clock;
 pub mod config;
@@ -33,5 +35,6 @@ pub mod provider;
 pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod sessions;
 pub mod shard;
 pub mod state;

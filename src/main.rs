@@ -35,6 +35,9 @@ enum Command {
     Mock {
         #[arg(long, default_value = "127.0.0.1:9999")]
         listen: SocketAddr,
+        /// The name `on=NAME` fault directives single this mock out by.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Run the policy test cases (`*_test.yaml`) in DIR (default: the policy directory).
     Test { dir: Option<PathBuf> },
@@ -49,6 +52,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read the audit log (`audit.path` in proxy.yaml) as a person would.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The last records, then (with --follow) new ones as they come.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[arg(short, long)]
+        follow: bool,
+        /// The JSON lines as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The records of one session, key or request, oldest first.
+    Query {
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        request: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,7 +89,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::Check => return check(&cli.config),
-        Command::Mock { listen } => mock(listen),
+        Command::Mock { listen, name } => mock(listen, name),
         Command::Test { dir } => return policy_test(&cli.config, dir),
         Command::Schema => {
             let _ = std::io::stdout().lock().write_all(warden::policy::schema_gen::policy_schema().as_bytes());
@@ -64,6 +97,7 @@ fn main() -> ExitCode {
         }
         Command::HashKey => hash_key(),
         Command::Spend { json } => spend(&cli.config, json),
+        Command::Audit { what } => audit(&cli.config, what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -197,7 +231,7 @@ fn policy_test(config_path: &std::path::Path, dir: Option<PathBuf>) -> ExitCode 
     }
 }
 
-fn mock(listen: SocketAddr) -> anyhow::Result<()> {
+fn mock(listen: SocketAddr, name: Option<String>) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
@@ -205,7 +239,8 @@ fn mock(listen: SocketAddr) -> anyhow::Result<()> {
         tracing::info!(target: "warden", "listening on mock={}", listener.local_addr()?);
         let (tx, rx) = watch::channel(false);
         let limits = warden::server::ConnLimits::standalone();
-        let server = warden::server::serve_mock(listener, warden::provider::mock::Mock::new(), limits, rx);
+        let mock = name.as_deref().map_or_else(warden::provider::mock::Mock::new, warden::provider::mock::Mock::named);
+        let server = warden::server::serve_mock(listener, mock, limits, rx);
         tokio::pin!(server);
         tokio::select! {
             () = &mut server => {}
@@ -242,6 +277,78 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+fn audit(config: &std::path::Path, what: AuditCommand) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let snap = load_snapshot(config)
+        .map_err(|d| anyhow::anyhow!("{}", d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let path = snap
+        .settings
+        .audit
+        .as_ref()
+        .map(|a| a.path.clone())
+        .context("proxy.yaml has no `audit:`; nothing is recorded")?;
+    let show = |out: &mut dyn Write, line: &str, json: bool| -> anyhow::Result<()> {
+        if json {
+            writeln!(out, "{line}")?;
+        } else if let Ok(r) = serde_json::from_str::<warden::audit::Record>(line) {
+            writeln!(out, "{}", warden::audit::render(&r))?;
+        }
+        Ok(())
+    };
+    let lines = || -> anyhow::Result<Vec<String>> {
+        let mut all = Vec::new();
+        for f in warden::audit::files(&path) {
+            let file = std::fs::File::open(&f).with_context(|| format!("reading {}", f.display()))?;
+            all.extend(std::io::BufReader::new(file).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()));
+        }
+        Ok(all)
+    };
+    let mut out = std::io::stdout().lock();
+    match what {
+        AuditCommand::Query { session, key, request, json } => {
+            anyhow::ensure!(
+                session.is_some() || key.is_some() || request.is_some(),
+                "give --session, --key or --request"
+            );
+            for line in lines()? {
+                let Ok(r) = serde_json::from_str::<warden::audit::Record>(&line) else { continue };
+                let keep = session.as_ref().is_none_or(|s| r.session.as_ref() == Some(s))
+                    && key.as_ref().is_none_or(|k| &r.key == k)
+                    && request.as_ref().is_none_or(|id| &r.request_id == id);
+                if keep {
+                    show(&mut out, &line, json)?;
+                }
+            }
+        }
+        AuditCommand::Tail { lines: n, follow, json } => {
+            let all = lines()?;
+            for line in &all[all.len().saturating_sub(n)..] {
+                show(&mut out, line, json)?;
+            }
+            out.flush()?;
+            if follow {
+                let mut seen = std::fs::metadata(&path).map_or(0, |m| m.len());
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    // Rotated: the new file is read from its start.
+                    let from = if len < seen { 0 } else { seen };
+                    if len > from {
+                        let mut f = std::fs::File::open(&path)?;
+                        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from))?;
+                        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                            show(&mut out, &line, json)?;
+                        }
+                        out.flush()?;
+                    }
+                    seen = len;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn spend(config: &std::path::Path, json: bool) -> anyhow::Result<()> {

@@ -41,6 +41,21 @@ pub struct Metrics {
     pub budget_alerts: IntCounterVec,
     /// Requests refused by a rate limit. Labels: policy, limit.
     pub ratelimit_rejections: IntCounterVec,
+    /// Every upstream attempt. Labels: provider, outcome (`success`, `retryable`, `error`,
+    /// `circuit_open`).
+    pub upstream_attempts: IntCounterVec,
+    /// Waits before retries (backoff or `retry-after`).
+    pub retry_wait: prometheus::Histogram,
+    /// Requests answered by a fallback. Labels: from, to (`provider/model`).
+    pub fallbacks: IntCounterVec,
+    /// 0 closed, 1 half-open, 2 open. Labels: provider.
+    pub circuit_state: prometheus::IntGaugeVec,
+    /// Requests stopped by a session cap. Labels: limit.
+    pub session_blocks: IntCounterVec,
+    /// Audit records dropped because the writer's queue was full.
+    pub audit_dropped: prometheus::IntCounter,
+    /// Audit log writes (or opens, or rotations) that failed.
+    pub audit_write_errors: prometheus::IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -137,8 +152,43 @@ impl Metrics {
             Opts::new("warden_ratelimit_rejections_total", "Requests refused by a rate limit."),
             &["policy", "limit"],
         ));
+        let upstream_attempts = must(IntCounterVec::new(
+            Opts::new("warden_upstream_attempts_total", "Upstream attempts, retries and fallbacks included."),
+            &["provider", "outcome"],
+        ));
+        let retry_wait = must(prometheus::Histogram::with_opts(
+            HistogramOpts::new("warden_retry_wait_seconds", "Time waited before a retry (backoff or retry-after).")
+                .buckets(exponential_buckets(0.01, 2.0, 14).unwrap_or_default()),
+        ));
+        let fallbacks = must(IntCounterVec::new(
+            Opts::new("warden_fallbacks_total", "Requests sent to a fallback, by the primary and the fallback."),
+            &["from", "to"],
+        ));
+        let circuit_state = must(prometheus::IntGaugeVec::new(
+            Opts::new("warden_circuit_state", "Each provider's circuit: 0 closed, 1 half-open, 2 open."),
+            &["provider"],
+        ));
+        let session_blocks = must(IntCounterVec::new(
+            Opts::new("warden_agent_session_blocks_total", "Requests stopped by an agent session cap."),
+            &["limit"],
+        ));
+        let audit_dropped = must(prometheus::IntCounter::new(
+            "warden_audit_dropped_total",
+            "Audit records dropped because the writer's queue was full.",
+        ));
+        let audit_write_errors = must(prometheus::IntCounter::new(
+            "warden_audit_write_errors_total",
+            "Audit log opens, writes or rotations that failed (the records are lost; requests are not).",
+        ));
         for c in [
-            Box::new(cost.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_attempts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(retry_wait.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(circuit_state.clone()),
+            Box::new(session_blocks.clone()),
+            Box::new(audit_dropped.clone()),
+            Box::new(audit_write_errors.clone()),
+            Box::new(cost.clone()),
             Box::new(budget_remaining.clone()),
             Box::new(budget_alerts.clone()),
             Box::new(ratelimit_rejections.clone()),
@@ -175,6 +225,13 @@ impl Metrics {
             budget_remaining,
             budget_alerts,
             ratelimit_rejections,
+            upstream_attempts,
+            retry_wait,
+            fallbacks,
+            circuit_state,
+            session_blocks,
+            audit_dropped,
+            audit_write_errors,
         }
     }
 

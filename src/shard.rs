@@ -104,6 +104,13 @@ impl<K: Hash + Eq + Clone, V: Default + Copy> ShardedMap<K, V> {
         lock(self.shard(key)).get(key).map(|v| *lock(v)).unwrap_or_default()
     }
 
+    /// Drops the entries `keep` says no to (nobody else holding them).
+    pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        for s in &self.shards {
+            lock(s).retain(|k, v| Arc::strong_count(v) > 1 || keep(k, &lock(v)));
+        }
+    }
+
     /// A copy of every entry.
     pub fn snapshot(&self) -> Vec<(K, V)> {
         self.shards

@@ -31,7 +31,7 @@ impl Upstream {
         Some(match t {
             Transport::Http { http2, connect, .. } => Upstream::Http(Box::new(build_client(*connect, *http2))),
             Transport::H1 { authority, connect, .. } => Upstream::H1(Arc::new(H1Pool::new(authority, *connect)?)),
-            Transport::Mock => Upstream::Mock(Mock::new()),
+            Transport::Mock { name } => Upstream::Mock(Mock::named(name)),
         })
     }
 }
@@ -85,6 +85,12 @@ pub struct AppState {
     pub budgets: crate::budget::Accounts,
     /// Rate-limit buckets and in-flight counts, by policy, limit and scope.
     pub limiters: crate::ratelimit::Limiters,
+    /// Circuit breakers by provider name: a reload keeps them.
+    pub breakers: crate::breaker::Breakers,
+    /// Agent sessions, by policy, caller and session id.
+    pub sessions: crate::sessions::Sessions,
+    /// The audit log's writer, when `audit:` is configured.
+    pub audit: std::sync::OnceLock<crate::audit::AuditLog>,
     /// The durable ledger settled spend goes to, when `ledger:` is configured.
     pub ledger: std::sync::OnceLock<crate::ledger::Ledger>,
     /// Set when draining: `/readyz` turns 503 so load balancers stop sending traffic.
@@ -103,6 +109,9 @@ impl AppState {
             metrics: Metrics::new(),
             budgets: crate::budget::Accounts::default(),
             ledger: std::sync::OnceLock::new(),
+            breakers: crate::breaker::Breakers::default(),
+            sessions: crate::sessions::Sessions::default(),
+            audit: std::sync::OnceLock::new(),
             limiters: crate::ratelimit::Limiters::default(),
             draining: AtomicBool::new(false),
             reload_status: Mutex::new(ReloadStatus::default()),

@@ -19,7 +19,10 @@ use crate::provider::ModelInfo;
 use crate::secret::Secret;
 
 use super::snapshot::Route;
-pub use super::snapshot::{Provider, RouteMatch, Settings, Snapshot, Timeouts, TlsFiles, Transport, VirtualKey};
+pub use super::snapshot::{
+    AuditSettings, BreakerSettings, Fallback, Provider, Retries, RouteMatch, Settings, Snapshot, Timeouts, TlsFiles,
+    Transport, VirtualKey,
+};
 
 pub(super) struct Ctx<'a> {
     pub(super) file: &'a str,
@@ -144,6 +147,11 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         ledger_path: raw.ledger.as_ref().map(|l| base_dir.join(&l.path)),
         alert_webhook,
         prompt_tokens: raw.prompt_tokens,
+        audit: raw.audit.as_ref().map(|a| AuditSettings {
+            path: base_dir.join(&a.path),
+            max_bytes: a.max_bytes.unwrap_or(100 << 20).max(4096),
+            keep: a.keep.unwrap_or(5),
+        }),
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();
@@ -187,10 +195,41 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
             }
         };
         let Some(provider) = lookup(&mut cx, &r.provider) else { continue };
+        let mut fallbacks = Vec::new();
+        for f in &r.fallbacks {
+            let (name, model) = match f.value.split_once(':') {
+                Some((name, model)) if !model.is_empty() => (name, Some(model.to_string())),
+                _ => (f.value.as_str(), None),
+            };
+            let Some(&alt) = by_name.get(name) else {
+                let hint = hint_for(name, provider_names.iter().copied());
+                cx.err_hint(f, format!("fallback `{}`: unknown provider `{name}`", f.value), hint);
+                continue;
+            };
+            let (primary, other) = (&providers[provider], &providers[alt]);
+            if let Some(family) = primary.families.iter().find(|fam| !other.speaks(**fam)) {
+                cx.err_hint(
+                    f,
+                    format!(
+                        "fallback `{}`: provider `{name}` does not speak the {} API that `{}` serves; warden does not translate requests between API families",
+                        f.value,
+                        family.label(),
+                        primary.name
+                    ),
+                    Some("fall back to a provider of the same API (for OpenAI models, an OpenAI-compatible endpoint)".into()),
+                );
+                continue;
+            }
+            if alt == provider && model.is_none() {
+                cx.err(f, format!("fallback `{}` is the route's own provider", f.value));
+                continue;
+            }
+            fallbacks.push(Fallback { provider: alt, model });
+        }
         if glob.is_literal() {
             exact.entry(glob.as_str().to_string()).or_insert(routes.len());
         }
-        routes.push(Route { glob, provider });
+        routes.push(Route { glob, provider, fallbacks });
     }
 
     let mut keys = HashMap::new();

@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use compile::{compile, Provider, Settings, Snapshot, Transport, VirtualKey};
+pub use compile::{
+    compile, AuditSettings, BreakerSettings, Fallback, Provider, Retries, Settings, Snapshot, Transport, VirtualKey,
+};
 pub use diag::Diagnostic;
 
 use crate::provider::AuthStyle;
@@ -51,6 +53,8 @@ pub struct RawConfig {
     pub unpriced_models: prices::Unpriced,
     /// Where settled spend is kept across restarts.
     pub ledger: Option<RawLedger>,
+    /// The audit log: one JSON line per request.
+    pub audit: Option<RawAudit>,
     #[serde(default)]
     pub alerts: RawAlerts,
     /// How budgets and rate limits count a prompt before it is sent: `estimate` (default,
@@ -182,6 +186,40 @@ pub struct RawProvider {
     pub extra_paths: Vec<Spanned<String>>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// The provider's retry schedule (policies may override it).
+    pub retries: Option<RawRetries>,
+    /// Opens after consecutive failures; absent: no breaker.
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `retries: { max_attempts: 3, deadline: 30s }`: attempts include the first.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    pub max_attempts: u32,
+    pub deadline: Option<Dur>,
+}
+
+/// `breaker: { failures: 5, cool_down: 10s }`, optionally also opening on a failure rate:
+/// `failure_rate: 0.5` over `window` (default 30s) once `min_requests` (default 20) were seen.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub failures: u32,
+    pub cool_down: Dur,
+    pub failure_rate: Option<f64>,
+    pub window: Option<Dur>,
+    pub min_requests: Option<u32>,
+}
+
+/// `audit: { path: data/audit.jsonl, max_bytes: 104857600, keep: 5 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Relative to proxy.yaml's folder; the folder is created if missing.
+    pub path: String,
+    pub max_bytes: Option<u64>,
+    pub keep: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +237,10 @@ pub struct RawRoute {
     /// A model name or glob (`gpt-*`, `o*`, `claude-?-*`).
     pub model: Spanned<String>,
     pub provider: Spanned<String>,
+    /// Tried in order when the provider's retries run out or its circuit is open: a
+    /// provider name (the same model there) or `provider:model`.
+    #[serde(default)]
+    pub fallbacks: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

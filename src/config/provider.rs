@@ -8,6 +8,7 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 
 use super::compile::{Ctx, Provider, Timeouts, Transport};
 use super::glob::Glob;
+use super::snapshot::{BreakerSettings, Retries};
 use super::{env_reference, interpolate, ProviderKind};
 use crate::provider::{ApiFamily, AuthStyle};
 
@@ -17,6 +18,13 @@ pub(super) const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     between_chunks: Duration::from_secs(120),
     total: Duration::from_secs(900),
 };
+
+/// Without `retries`, a provider is tried once: the official SDKs retry by default (twice),
+/// and retrying in both places multiplies the attempts. Turn them on here and off in the SDK.
+pub(super) const DEFAULT_RETRIES: Retries = Retries { max_attempts: 1, deadline: Duration::from_secs(30) };
+
+/// More attempts than this are never useful against a struggling provider.
+pub(super) const MAX_ATTEMPTS: u32 = 10;
 
 /// Validates and compiles a parsed config. All problems are reported, not just the first.
 pub(super) fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<Provider> {
@@ -39,6 +47,39 @@ pub(super) fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<P
         ProviderKind::Anthropic => (&[ApiFamily::Anthropic], "https://api.anthropic.com", AuthStyle::XApiKey),
         ProviderKind::Mock => (&[ApiFamily::OpenAi, ApiFamily::Anthropic], "", AuthStyle::Bearer),
     };
+    let retries = match p.retries {
+        Some(r) if r.max_attempts == 0 => {
+            cx.err(
+                &p.name,
+                format!("provider `{}`: `retries.max_attempts` counts the first attempt: at least 1", p.name.value),
+            );
+            DEFAULT_RETRIES
+        }
+        Some(r) => Retries {
+            max_attempts: r.max_attempts.min(MAX_ATTEMPTS),
+            deadline: r.deadline.map_or(DEFAULT_RETRIES.deadline, |d| d.0),
+        },
+        None => DEFAULT_RETRIES,
+    };
+    let breaker = p.breaker.and_then(|b| {
+        if b.failures == 0 || b.failure_rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+            cx.err(
+                &p.name,
+                format!(
+                    "provider `{}`: `breaker.failures` must be at least 1 and `failure_rate` in (0, 1]",
+                    p.name.value
+                ),
+            );
+            return None;
+        }
+        Some(BreakerSettings {
+            failures: b.failures,
+            cool_down: b.cool_down.0,
+            failure_rate: b.failure_rate,
+            window: b.window.map_or(Duration::from_secs(30), |d| d.0),
+            min_requests: b.min_requests.unwrap_or(20).max(1),
+        })
+    });
     if p.kind == ProviderKind::Mock {
         for (field, v) in [("base_url", &p.base_url), ("api_key", &p.api_key)] {
             if let Some(v) = v {
@@ -56,8 +97,11 @@ pub(super) fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<P
             timeouts,
             extra_paths,
             disabled: None,
-            transport: Transport::Mock,
-            transport_key: "mock".into(),
+            transport: Transport::Mock { name: p.name.value.clone() },
+            // One mock per provider: fault directives can name the one they are for.
+            transport_key: format!("mock:{}", p.name.value),
+            retries,
+            breaker,
         });
     }
     let base_text = match &p.base_url {
@@ -116,6 +160,8 @@ pub(super) fn compile_provider(cx: &mut Ctx, p: &super::RawProvider) -> Option<P
         extra_paths,
         disabled,
         transport_key: format!("{base}|http2={}|connect={:?}", p.http2, timeouts.connect),
+        retries,
+        breaker,
         transport: match (base.scheme() == Some(&Scheme::HTTP) && !p.http2, base.authority()) {
             (true, Some(authority)) => {
                 let port = authority.port_u16().unwrap_or(80);

@@ -39,6 +39,43 @@ pub struct Settings {
     /// Where budget alerts are POSTed.
     pub alert_webhook: Option<http::Uri>,
     pub prompt_tokens: super::PromptTokens,
+    /// The audit log; opened at start (a reload that changes it takes effect at the next).
+    pub audit: Option<AuditSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub path: PathBuf,
+    /// The file rotates when it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` … `.N`).
+    pub keep: u32,
+}
+
+/// How often and for how long a request is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts, the first included (1: no retries).
+    pub max_attempts: u32,
+    /// From the first attempt's start: no attempt starts (and no wait runs) past it.
+    pub deadline: Duration,
+}
+
+/// When a provider's circuit opens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub cool_down: Duration,
+    pub failure_rate: Option<f64>,
+    pub window: Duration,
+    pub min_requests: u32,
+}
+
+/// An alternative for a route: a provider, and the model to ask it for (`None`: the same).
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    pub provider: usize,
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,8 +101,9 @@ pub enum Transport {
     Http { base: Uri, http2: bool, connect: Duration },
     /// Plain-http HTTP/1.1: connections driven by the response body (see `http::h1pool`).
     H1 { base: Uri, authority: String, connect: Duration },
-    /// The in-process mock: no socket at all.
-    Mock,
+    /// The in-process mock, named after its provider (fault directives can name it): no
+    /// socket at all.
+    Mock { name: String },
 }
 
 impl Transport {
@@ -73,7 +111,7 @@ impl Transport {
     pub fn base(&self) -> Option<&Uri> {
         match self {
             Transport::Http { base, .. } | Transport::H1 { base, .. } => Some(base),
-            Transport::Mock => None,
+            Transport::Mock { .. } => None,
         }
     }
 }
@@ -99,6 +137,8 @@ pub struct Provider {
     /// What the transport is built from (base URL, protocol, connect timeout): the key of
     /// its connection pool, which a reload that leaves it unchanged keeps.
     pub transport_key: String,
+    pub retries: Retries,
+    pub breaker: Option<BreakerSettings>,
 }
 
 impl Provider {
@@ -124,6 +164,7 @@ pub struct VirtualKey {
 pub(super) struct Route {
     pub(super) glob: Glob,
     pub(super) provider: usize,
+    pub(super) fallbacks: Vec<Fallback>,
 }
 
 /// The compiled, immutable configuration a request runs against from start to end.
@@ -158,6 +199,7 @@ pub struct RouteMatch<'a> {
     pub upstream_model: &'a str,
     /// The config's name for this route (`gpt-*`, an alias, or `default`): the metric label.
     pub label: &'a str,
+    pub fallbacks: &'a [Fallback],
 }
 
 impl Snapshot {
@@ -204,6 +246,7 @@ impl Snapshot {
             provider: &self.providers[route.provider],
             upstream_model: target,
             label: label.unwrap_or(route.glob.as_str()),
+            fallbacks: &route.fallbacks,
         })
     }
 

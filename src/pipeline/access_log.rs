@@ -116,7 +116,7 @@ fn json_string(line: &mut String, s: &str) {
 }
 
 /// RFC 3339 UTC with microseconds, as `tracing` writes it: `2026-12-01T16:26:54.644219Z`.
-fn timestamp(line: &mut String) {
+pub fn timestamp(line: &mut String) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (y, m, d) = crate::clock::civil_from_days((secs / 86_400) as i64);

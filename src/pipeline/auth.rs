@@ -71,6 +71,7 @@ pub fn authenticate(snap: &Snapshot, headers: &HeaderMap, conn: &ConnInfo) -> Re
 }
 
 /// The credential the upstream receives.
+#[derive(Clone)]
 pub enum Credential {
     /// The provider's own key from `proxy.yaml`.
     Provider,
@@ -106,7 +107,7 @@ pub fn authorize(
             }
             let cred = match (&provider.key, &provider.transport) {
                 (Some(_), _) => Credential::Provider,
-                (None, crate::config::Transport::Mock) => Credential::None,
+                (None, crate::config::Transport::Mock { .. }) => Credential::None,
                 (None, crate::config::Transport::Http { .. } | crate::config::Transport::H1 { .. }) => {
                     return Err(ProxyError::Forbidden(format!(
                         "provider `{}` only accepts clients' own provider keys (passthrough)",
@@ -118,6 +119,26 @@ pub fn authorize(
         }
         Identity::Unverified { secret, .. } if provider.passthrough => Ok((None, Credential::Client(secret))),
         Identity::Unverified { .. } => Err(ProxyError::Unauthorized(INVALID)),
+    }
+}
+
+/// The credential a fallback provider would get, or `None` when the caller may not use it.
+/// A client's own provider key (passthrough) never goes to another provider than the one
+/// it was sent for.
+pub fn fallback_credential(snap: &Snapshot, key: Option<&VirtualKey>, provider: &Arc<Provider>) -> Option<Credential> {
+    let key = key?;
+    if provider.disabled.is_some() {
+        return None;
+    }
+    if let Some(allowed) = &key.providers {
+        if !allowed.iter().any(|&i| snap.providers.get(i).is_some_and(|p| Arc::ptr_eq(p, provider))) {
+            return None;
+        }
+    }
+    match (&provider.key, &provider.transport) {
+        (Some(_), _) => Some(Credential::Provider),
+        (None, crate::config::Transport::Mock { .. }) => Some(Credential::None),
+        (None, crate::config::Transport::Http { .. } | crate::config::Transport::H1 { .. }) => None,
     }
 }
 

@@ -205,6 +205,13 @@ struct Settlement {
 }
 
 impl Settle for Settlement {
+    fn answered_by(&mut self, snap: &Snapshot, model: &str) {
+        // An unpriced fallback is charged at the price reserved for: never free.
+        if let Some(p) = snap.prices.get(model) {
+            self.price = Some(*p);
+        }
+    }
+
     fn settle(mut self: Box<Self>, end: End) -> SettleFuture {
         let Some(r) = self.reservation.take() else { return Box::pin(async {}) };
         let (cost, tokens) = match (end.usage, self.price) {

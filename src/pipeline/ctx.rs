@@ -64,6 +64,12 @@ pub struct RequestCtx {
     pub output: Option<Output>,
     /// The tightest rate-limit quotas, for the `x-ratelimit-*` headers.
     pub rate_headers: Option<crate::ratelimit::Headers>,
+    /// Every upstream attempt, retries and fallbacks included.
+    pub attempts: Vec<crate::audit::Attempt>,
+    /// `provider/model` of the upstream that answered, for `x-warden-upstream`.
+    pub answered_by: Option<String>,
+    /// The agent session the request counted in.
+    pub session: Option<String>,
 }
 
 impl RequestCtx {
@@ -96,6 +102,9 @@ impl RequestCtx {
             collect_output: false,
             output: None,
             rate_headers: None,
+            attempts: Vec::new(),
+            answered_by: None,
+            session: None,
         }
     }
 

@@ -61,6 +61,9 @@ pub trait Settle: Send {
     /// when the changes are durable; the client's last bytes wait for it (at most
     /// [`SETTLE_WAIT`]), and it may be dropped unawaited when there are no bytes left to hold.
     fn settle(self: Box<Self>, end: End) -> SettleFuture;
+
+    /// A fallback with another model answered: settle at its price.
+    fn answered_by(&mut self, _snap: &crate::config::Snapshot, _model: &str) {}
 }
 
 /// How long the last bytes of a response wait for the settlement before they go anyway (the
@@ -77,6 +80,13 @@ pub struct Guard {
 impl Guard {
     pub fn push(&mut self, s: Box<dyn Settle>) {
         self.settlers.push(s);
+    }
+
+    /// Tells every settler which model answered (a fallback's).
+    pub fn answered_by(&mut self, snap: &crate::config::Snapshot, model: &str) {
+        for s in &mut self.settlers {
+            s.answered_by(snap, model);
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,7 +16,9 @@
 //!                                  each nested batch request as if sent alone
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
 //!       ─ policy::rewrite          aliases and every section's edits spliced in one pass
-//!       ─ upstream::send           credential swap, first-byte timeout
+//!       ─ session::admit           agent session caps: requests, tokens, wall-clock time (429)
+//!       ─ resilience::send         retries with backoff and jitter, circuit breakers, fallbacks;
+//!         └ upstream::send         credential swap, first-byte timeout, per attempt
 //!       ─ checked::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502)
 //!     → Reply::Exchange            response + outgoing request + provider + credential + guard
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB; SSE held
@@ -30,6 +32,7 @@
 //! [`crate::error::ProxyError::into_response`].
 
 pub mod access_log;
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod budget;
@@ -40,8 +43,10 @@ pub mod finish;
 pub mod parse;
 pub mod policy;
 pub mod ratelimit;
+pub mod resilience;
 pub mod respond;
 pub mod route;
+pub mod session;
 pub mod stream;
 pub mod upstream;
 
@@ -185,6 +190,9 @@ where
     cx.key = key;
 
     let mut guard = exchange::Guard::default();
+    if evaluated.policies.iter().any(|p| p.sessions.is_some()) {
+        session::admit(app, cx, &evaluated.policies, &parts.headers, &body, &mut guard)?;
+    }
     let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
     if evaluated.policies.iter().any(|p| !p.budgets.is_empty() || !p.rate_limits.is_empty()) {
         if endpoint.batch_item().is_some() || matches!(endpoint, Endpoint::Batches | Endpoint::Other) {
@@ -239,6 +247,8 @@ where
         }
     }
 
+    // The audit log records the tool calls the model asked for.
+    cx.collect_output |= app.audit.get().is_some();
     let usage_edit = parse::ask_for_stream_usage(endpoint, &view, &body);
     cx.strip_usage = usage_edit.is_some();
     let model_span = view.model_span.clone();
@@ -255,8 +265,38 @@ where
         Some(p) => Cow::Borrowed(p),
         None => Cow::Owned(path.to_string()),
     };
-    let request = upstream::Outgoing::new(parts.method, path, parts.uri.query(), parts.headers, body, cx.family);
-    let (resp, waited) = upstream::send(&app.transports, &provider, &credential, &request).await?;
+    let mut request = upstream::Outgoing::new(parts.method, path, parts.uri.query(), parts.headers, body, cx.family);
+    let mut candidates = vec![resilience::Candidate { provider, credential, model: None }];
+    // A client's own provider key is never sent to another provider.
+    if cx.passthrough.is_none() {
+        for f in routed.fallbacks.iter() {
+            let Some(p) = snap.providers.get(f.provider) else { continue };
+            if !p.speaks(cx.family) {
+                continue;
+            }
+            if let Some(credential) = auth::fallback_credential(&snap, cx.key.as_deref(), p) {
+                let model = f.model.clone().or_else(|| cx.model_forwarded.clone());
+                candidates.push(resilience::Candidate { provider: p.clone(), credential, model });
+            }
+        }
+    }
+    let retries = evaluated.policies.iter().find_map(|p| p.retries);
+    let answer = resilience::send(app, cx, candidates, retries, &mut request).await?;
+    let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);
+    let answered_model = answer.model.or_else(|| cx.model_forwarded.clone());
+    if let Some(m) = &answer_model_changed(&answered_model, cx) {
+        guard.answered_by(&snap, m);
+    }
+    cx.answered_by = Some(format!("{}/{}", provider.name, answered_model.as_deref().unwrap_or("-")));
+    if answered_model != cx.model_forwarded {
+        // The fallback's model is what the upstream received, what is charged and counted.
+        let known = answered_model.as_deref().is_some_and(|m| snap.models.iter().any(|info| info.id == m));
+        if known {
+            cx.model_label.clone_from(&answered_model);
+        }
+        cx.model_forwarded = answered_model;
+    }
+    cx.provider = Some(provider.clone());
     cx.upstream_wait = waited;
     app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
     let timeouts = BodyTimeouts {
@@ -281,6 +321,11 @@ where
         resp
     };
     Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }))
+}
+
+/// The model that answered, when a fallback changed it.
+fn answer_model_changed(answered: &Option<String>, cx: &RequestCtx) -> Option<String> {
+    answered.as_ref().filter(|m| cx.model_forwarded.as_ref() != Some(*m)).cloned()
 }
 
 /// Reads the request body within the size limit and `body_read_timeout`. Compressed bodies

@@ -21,7 +21,7 @@ use super::finish::{Finish, Outcome};
 use super::stream::SseWatch;
 use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
-use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, WOULD_BLOCK};
+use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, UPSTREAM, WOULD_BLOCK};
 use crate::provider::usage::Usage;
 
 /// Timeouts that apply while the body streams.
@@ -43,7 +43,9 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
         parts.headers.insert(OVERHEAD_MS, v);
     }
-    for (name, value) in [(POLICY, &fin.cx.policies), (WOULD_BLOCK, &fin.cx.would_block)] {
+    for (name, value) in
+        [(POLICY, &fin.cx.policies), (WOULD_BLOCK, &fin.cx.would_block), (UPSTREAM, &fin.cx.answered_by)]
+    {
         if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             parts.headers.insert(name, v);
         }

@@ -13,13 +13,20 @@ pub struct Routed {
     /// Set when the upstream must receive another model name than the client sent (alias).
     pub rewrite_model: Option<String>,
     pub label: String,
+    /// Where the request goes when the provider fails (empty for most routes: no allocation).
+    pub fallbacks: Vec<crate::config::Fallback>,
 }
 
 pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Result<Routed, ProxyError> {
     let Some(model) = model else {
         return snap
             .default_provider(family)
-            .map(|p| Routed { provider: p.clone(), rewrite_model: None, label: "default".into() })
+            .map(|p| Routed {
+                provider: p.clone(),
+                rewrite_model: None,
+                label: "default".into(),
+                fallbacks: Vec::new(),
+            })
             .ok_or_else(|| {
                 ProxyError::ModelNotFound(format!("no enabled provider serves the {} API", family.label()))
             });
@@ -40,6 +47,7 @@ pub fn resolve(snap: &Snapshot, family: ApiFamily, model: Option<&str>) -> Resul
         provider: m.provider.clone(),
         rewrite_model: (m.upstream_model != model).then(|| m.upstream_model.to_string()),
         label: m.label.to_string(),
+        fallbacks: m.fallbacks.to_vec(),
     })
 }
 

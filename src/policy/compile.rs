@@ -44,7 +44,18 @@ pub struct Policy {
     pub limits: Option<Limits>,
     pub budgets: Vec<Budget>,
     pub rate_limits: Vec<RateLimit>,
+    pub retries: Option<crate::config::Retries>,
+    pub sessions: Option<Sessions>,
     pub mode: Mode,
+}
+
+/// A compiled `sessions` section.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions {
+    pub id: super::SessionId,
+    pub max_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub max_duration: Option<std::time::Duration>,
 }
 
 /// A compiled rate limit.
@@ -327,6 +338,25 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
                 max_concurrent: r.max_concurrent.as_ref().map(|v| cx.ceiling(v, "`max_concurrent`")),
             })
             .collect(),
+        retries: p.retries.as_ref().map(|r| crate::config::Retries {
+            max_attempts: (cx.ceiling(&r.max_attempts, "`retries.max_attempts`") as u32).min(10),
+            deadline: r.deadline.map_or(std::time::Duration::from_secs(30), |d| d.0),
+        }),
+        sessions: p.sessions.as_ref().map(|s| {
+            if s.max_requests.is_none() && s.max_tokens.is_none() && s.max_duration.is_none() {
+                cx.err(
+                    &p.name,
+                    "`sessions` needs at least one of `max_requests`, `max_tokens`, `max_duration`".to_string(),
+                    None,
+                );
+            }
+            Sessions {
+                id: s.id,
+                max_requests: s.max_requests.as_ref().map(|v| cx.ceiling(v, "`sessions.max_requests`")),
+                max_tokens: s.max_tokens.as_ref().map(|v| cx.ceiling(v, "`sessions.max_tokens`")),
+                max_duration: s.max_duration.map(|d| d.0),
+            }
+        }),
         mode: p.mode,
     }
 }

@@ -75,6 +75,50 @@ pub struct RawPolicy {
     /// Requests and tokens per minute, and requests in flight, per key or team.
     #[serde(default)]
     pub rate_limits: Vec<RawRateLimit>,
+    /// Overrides the providers' retry schedule (`proxy.yaml`) for matching requests.
+    pub retries: Option<RawPolicyRetries>,
+    /// Caps per agent session: requests, tokens and wall-clock time.
+    pub sessions: Option<RawSessions>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyRetries {
+    /// Attempts, the first included (1: no retries).
+    #[schemars(with = "i64")]
+    pub max_attempts: Spanned<i64>,
+    /// No attempt starts, and no wait runs, past this long after the first (`30s`, `2m`).
+    #[schemars(with = "Option<String>")]
+    pub deadline: Option<crate::config::Dur>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessions {
+    /// Where the session id comes from: the `x-warden-session` header (default), the body's
+    /// `user`, or its `metadata.user_id` (Anthropic).
+    #[serde(default)]
+    pub id: SessionId,
+    #[schemars(with = "Option<i64>")]
+    pub max_requests: Option<Spanned<i64>>,
+    /// Tokens used by the session's requests, as the responses report them.
+    #[schemars(with = "Option<i64>")]
+    pub max_tokens: Option<Spanned<i64>>,
+    /// Wall-clock time from the session's first request (`30m`, `2h`).
+    #[schemars(with = "Option<String>")]
+    pub max_duration: Option<crate::config::Dur>,
+}
+
+/// Where a request's session id is read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum SessionId {
+    #[default]
+    #[serde(rename = "header")]
+    Header,
+    #[serde(rename = "user")]
+    User,
+    #[serde(rename = "metadata.user_id")]
+    MetadataUserId,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -268,7 +312,7 @@ pub struct ToolsRule {
 
 /// Sections planned for later versions: named so that a file using one gets a clear error
 /// instead of being half-applied.
-const PLANNED_SECTIONS: [&str; 4] = ["injection", "schema", "cache", "retries"];
+const PLANNED_SECTIONS: [&str; 3] = ["injection", "schema", "cache"];
 
 /// A parsed policy file and where it came from.
 pub struct LoadedFile {

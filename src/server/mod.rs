@@ -135,6 +135,12 @@ pub async fn start_from_file(config_path: &Path, watch: bool) -> Result<Running,
 /// Binds both listeners from the snapshot's settings and starts serving.
 pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let settings = app.snapshot.load().settings.clone();
+    if let Some(audit) = &settings.audit {
+        let m = &app.metrics;
+        let log = crate::audit::AuditLog::start(audit, m.audit_dropped.clone(), m.audit_write_errors.clone())?;
+        tracing::info!(target: "warden", path = %audit.path.display(), "audit log on");
+        let _ = app.audit.set(log);
+    }
     let limits = ConnLimits::from_settings(&settings);
     let api = TcpListener::bind(settings.api_listen).await?;
     let admin = TcpListener::bind(settings.admin_listen).await?;

@@ -8,6 +8,11 @@
 //! `garbage-after=2`, `no-end`, `tokens=50`, `chunks=20`, `tool=get_weather`, `bad-json`,
 //! `cached=N`, `reasoning=N`, `cache-write=N` (usage details). `x-mock-reply` scripts the reply text and
 //! `x-mock-tool-args` the tool call's JSON arguments.
+//!
+//! Two directives shape when the faults (`status`, `retry-after`, `delay`) apply, for
+//! retry, fallback and breaker tests: `times=N` applies them to the first N requests that
+//! carry the same `x-mock` value, then answers normally; `on=NAME` applies them only in the
+//! mock named NAME (an in-process mock is named after its provider; `warden mock --name`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +76,8 @@ pub struct MockStats {
     pub last_headers: std::sync::Mutex<Option<HeaderMap>>,
     /// The last request body received.
     pub last_body: std::sync::Mutex<Option<Bytes>>,
+    /// Requests seen per `x-mock` value with `times=N`.
+    pub seen: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -78,6 +85,8 @@ pub struct Mock {
     pub stats: Arc<MockStats>,
     /// Records credentials and bodies (tests only; off in `serve` for speed).
     pub record: bool,
+    /// What `on=NAME` directives compare with.
+    pub name: Option<String>,
 }
 
 /// Fault directives parsed from the `x-mock` header.
@@ -106,6 +115,10 @@ struct Directives {
     tool: Option<String>,
     tool_args: Option<String>,
     reply: Option<String>,
+    /// Faults only for the first N requests with this `x-mock` value.
+    times: Option<usize>,
+    /// Faults only in the mock of this name.
+    on: Option<String>,
 }
 
 impl Directives {
@@ -135,6 +148,8 @@ impl Directives {
                     "tokens" => d.tokens = Some(num()?.clamp(1, 100_000)),
                     "chunks" => d.chunks = Some(num()?.clamp(1, 100_000)),
                     "tool" => d.tool = Some(val.to_string()),
+                    "times" => d.times = Some(num()?),
+                    "on" => d.on = Some(val.to_string()),
                     other => return Err(format!("unknown x-mock directive `{other}`")),
                 }
             }
@@ -212,6 +227,24 @@ impl Mock {
         Mock::default()
     }
 
+    /// A mock that `on=NAME` directives can single out.
+    pub fn named(name: &str) -> Mock {
+        Mock { name: Some(name.to_string()), ..Mock::default() }
+    }
+
+    /// Whether this request's faults apply here and now (`on=`, `times=`).
+    fn faults_apply(&self, d: &Directives, headers: &HeaderMap) -> bool {
+        if d.on.as_ref().is_some_and(|on| self.name.as_ref() != Some(on)) {
+            return false;
+        }
+        let Some(times) = d.times else { return true };
+        let key = headers.get("x-mock").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let mut seen = self.stats.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = seen.entry(key).or_insert(0);
+        *n += 1;
+        *n <= times
+    }
+
     /// Answers one request. `path` has no query string; `body` is the whole request body.
     pub async fn respond(&self, method: &Method, path: &str, headers: &HeaderMap, body: Bytes) -> Response<Body> {
         self.stats.requests.fetch_add(1, Ordering::SeqCst);
@@ -224,10 +257,13 @@ impl Mock {
             }
         }
         let family = ApiFamily::detect(path, headers);
-        let d = match Directives::parse(headers) {
+        let mut d = match Directives::parse(headers) {
             Ok(d) => d,
             Err(msg) => return mock_error(family, StatusCode::BAD_REQUEST, &msg, None),
         };
+        if !self.faults_apply(&d, headers) {
+            (d.status, d.retry_after, d.delay) = (None, None, None);
+        }
         if let Some(delay) = d.delay {
             tokio::time::sleep(delay).await;
         }
