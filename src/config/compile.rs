@@ -347,6 +347,23 @@ mod tests {
     }
 
     #[test]
+    fn fallbacks_resolve_and_crossing_api_families_is_refused() {
+        let text = "providers:\n  - { name: a, kind: openai, api_key: \"${K}\" }\n  - { name: b, kind: mock }\n  - { name: c, kind: anthropic, api_key: \"${K}\" }\nroutes:\n  - { model: gpt-4o-mini, provider: a, fallbacks: [b, \"b:mock-2\"] }\n";
+        let snap = compile_text(text).map_err(|d| d[0].to_string()).unwrap();
+        let fb = snap.route("gpt-4o-mini").map(|r| r.fallbacks.to_vec()).unwrap_or_default();
+        assert_eq!(
+            fb.iter().map(|f| (f.provider, f.model.clone())).collect::<Vec<_>>(),
+            [(1, None), (1, Some("mock-2".into()))]
+        );
+        let crossing = text.replace("\"b:mock-2\"", "\"c:claude-haiku-4-5\"");
+        let e = first_error(&crossing);
+        assert!(e.contains("provider `c` does not speak the openai API"), "{e}");
+        assert!(e.contains("does not translate requests between API families"), "{e}");
+        let e = first_error(&text.replace("[b,", "[nope,"));
+        assert!(e.contains("unknown provider `nope`"), "{e}");
+    }
+
+    #[test]
     fn literal_provider_key_is_rejected_without_echoing_it() {
         let text = "providers:\n  - name: oai\n    kind: openai\n    api_key: sk-live-secret\n";
         let e = first_error(text);

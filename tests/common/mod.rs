@@ -79,7 +79,19 @@ providers:
     base_url: http://127.0.0.1:9/v1
     api_key: ${{UPSTREAM_KEY}}
     timeouts: {{ connect: 500ms }}
+  - name: oai-retry
+    kind: openai
+    base_url: http://{mock}/v1
+    api_key: ${{UPSTREAM_KEY}}
+    retries: {{ max_attempts: 3, deadline: 10s }}
+  - name: ant-retry
+    kind: anthropic
+    base_url: http://{mock}
+    api_key: ${{UPSTREAM_KEY}}
+    retries: {{ max_attempts: 3, deadline: 10s }}
 routes:
+  - {{ model: "retry-*", provider: oai-retry }}
+  - {{ model: "claude-retry-*", provider: ant-retry }}
   - {{ model: "mock-*", provider: local }}
   - {{ model: "gpt-*", provider: oai }}
   - {{ model: "claude-*", provider: ant }}

@@ -100,6 +100,16 @@ class OpenAISDK(unittest.TestCase):
         self.assertEqual(cm.exception.status_code, 502)
 
 
+    def test_a_429_warden_retried_is_one_answer(self):
+        # The SDK does not retry (max_retries=0); warden does, after the upstream's retry-after.
+        r = oai().chat.completions.create(
+            model="retry-1", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock": "status=429,retry-after=0,times=1,tokens=7"},
+        )
+        self.assertEqual(r.object, "chat.completion")
+        self.assertTrue(r.choices[0].message.content.startswith("Hello"))
+
+
 class AnthropicSDK(unittest.TestCase):
     def test_messages(self):
         r = ant().messages.create(model="mock-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
@@ -114,6 +124,14 @@ class AnthropicSDK(unittest.TestCase):
             final = stream.get_final_message()
         self.assertTrue(text.startswith("Hello from the warden mock provider."), text)
         self.assertEqual(final.usage.output_tokens, 23)
+
+    def test_a_529_warden_retried_is_one_answer(self):
+        r = ant().messages.create(
+            model="claude-retry-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock": "status=529,retry-after=0,times=1,tokens=8"},
+        )
+        self.assertEqual(r.type, "message")
+        self.assertTrue(r.content[0].text.startswith("Hello"))
 
     def test_count_tokens(self):
         r = ant().messages.count_tokens(model="mock-1", messages=[{"role": "user", "content": "hi"}])
