@@ -357,3 +357,36 @@ async fn the_audit_record_holds_the_decision_tokens_cost_and_tool_calls_never_ke
     let text = std::fs::read_to_string(&s.audit).unwrap();
     assert!(!text.contains(DEMO_KEY) && !text.contains(UPSTREAM_SECRET));
 }
+
+#[tokio::test]
+async fn a_fallback_the_policies_refuse_is_never_used() {
+    // swap-1 falls back to mock-2, which this policy does not allow.
+    let policy = "policies:\n  - name: models\n    limits: { models: { allow: [mock-1, swap-1] } }\n";
+    let s = setup(policy, "").await;
+    let r = post(
+        &s.proxy.url("/v1/chat/completions"),
+        &[BEARER, ("x-mock", "status=500,retry-after=0,on=primary")],
+        &chat("swap-1"),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    let rec = audit_record(&s.audit, &r).await;
+    assert!(attempts(&rec).iter().all(|a| a.0 == "primary"), "{rec}");
+}
+
+#[tokio::test]
+async fn a_budget_reserves_at_the_dearest_model_a_fallback_may_answer_with() {
+    let prices = "prices:\n  mock-1: { input: 1, output: 1 }\n  swap-1: { input: 1, output: 1 }\n  mock-2: { input: 1, output: 1000 }\n";
+    let policy = "policies:\n  - name: caps\n    budgets:\n      - { name: daily, per: key, window: day, usd: 0.01 }\n";
+    let s = setup(policy, prices).await;
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}).to_string()
+    };
+    let url = s.proxy.url("/v1/chat/completions");
+    // 16 output tokens of mock-2 would cost $0.016: more than the budget holds.
+    let r = post(&url, &[BEARER], &body("swap-1")).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // mock-1 falls back to mock-1 elsewhere: its own price.
+    assert_eq!(post(&url, &[BEARER], &body("mock-1")).await.status, 200);
+}

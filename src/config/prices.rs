@@ -67,6 +67,17 @@ impl From<RawPrice> for Price {
 }
 
 impl Price {
+    /// Each component at the higher of the two: what a request that may be answered by
+    /// either model must be reserved at.
+    pub fn dearest(self, other: &Price) -> Price {
+        Price {
+            input: self.input.max(other.input),
+            output: self.output.max(other.output),
+            cached_input: self.cached_input.max(other.cached_input),
+            cache_write: self.cache_write.max(other.cache_write),
+        }
+    }
+
     /// The cost of what an exchange used, each token at its own price and counted once
     /// (reasoning tokens are output tokens).
     pub fn cost(&self, u: &Usage) -> u64 {

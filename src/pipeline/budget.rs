@@ -28,6 +28,9 @@ pub struct Subject<'a, 'v> {
     pub scopes: Scopes<'a>,
     /// The model the upstream receives.
     pub model: &'a str,
+    /// The models the route's fallbacks would ask for: the reservation is made at the
+    /// dearest price among them and `model`, so a fallback cannot overspend a budget.
+    pub fallback_models: Vec<&'a str>,
     pub endpoint: Endpoint,
     pub view: &'a RequestView<'v>,
     /// Counts prompt text exactly, when `prompt_tokens: tiktoken` and the model is OpenAI's.
@@ -95,6 +98,8 @@ pub fn reserve(
     };
     let &Worst { input_tokens, field, asked, choices } = worst;
     let p = price.unwrap_or(Price { input: 0, output: 0, cached_input: 0, cache_write: 0 });
+    // Reserved at the dearest model that may answer; settled at the one that did.
+    let p = subject.fallback_models.iter().filter_map(|m| snap.prices.get(m)).fold(p, |a, b| a.dearest(b));
     let ask = Ask {
         input_tokens,
         input_cost: input_tokens.saturating_mul(p.input),

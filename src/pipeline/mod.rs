@@ -189,6 +189,21 @@ where
     }
     cx.key = key;
 
+    // The fallbacks this caller may use and the policies allow, known before the budget
+    // stage so that its reservation covers the dearest of them.
+    let fallbacks = if routed.fallbacks.is_empty() {
+        Vec::new()
+    } else {
+        let base = policy::Facts {
+            key: cx.key.as_deref(),
+            endpoint,
+            model: view.model.as_deref().or(form_model.as_deref()),
+            upstream_model: None,
+            provider: None,
+            path,
+        };
+        resilience::plan_fallbacks(&snap, cx, &routed.fallbacks, &base, &view, &body)
+    };
     let mut guard = exchange::Guard::default();
     if evaluated.policies.iter().any(|p| p.sessions.is_some()) {
         session::admit(app, cx, &evaluated.policies, &parts.headers, &body, &mut guard)?;
@@ -212,6 +227,7 @@ where
                 cx.key.as_ref().map(|k| k.scopes[1].clone()),
             ),
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
+            fallback_models: fallbacks.iter().filter_map(|c| c.model.as_deref()).collect(),
             endpoint,
             view: &view,
             tokenizer: (snap.settings.prompt_tokens == crate::config::PromptTokens::Tiktoken
@@ -267,19 +283,7 @@ where
     };
     let mut request = upstream::Outgoing::new(parts.method, path, parts.uri.query(), parts.headers, body, cx.family);
     let mut candidates = vec![resilience::Candidate { provider, credential, model: None }];
-    // A client's own provider key is never sent to another provider.
-    if cx.passthrough.is_none() {
-        for f in routed.fallbacks.iter() {
-            let Some(p) = snap.providers.get(f.provider) else { continue };
-            if !p.speaks(cx.family) {
-                continue;
-            }
-            if let Some(credential) = auth::fallback_credential(&snap, cx.key.as_deref(), p) {
-                let model = f.model.clone().or_else(|| cx.model_forwarded.clone());
-                candidates.push(resilience::Candidate { provider: p.clone(), credential, model });
-            }
-        }
-    }
+    candidates.extend(fallbacks);
     let retries = evaluated.policies.iter().find_map(|p| p.retries);
     let answer = resilience::send(app, cx, candidates, retries, &mut request).await?;
     let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);

@@ -25,10 +25,12 @@ use super::ctx::RequestCtx;
 use super::upstream::{self, Credential, Outgoing};
 use crate::audit::Attempt;
 use crate::breaker::{Admission, Change, Health};
-use crate::config::{Provider, Retries};
+use crate::config::{Fallback, Provider, Retries, Snapshot};
 use crate::error::{ProxyError, UpstreamFailure};
 use crate::http::body::Body;
 use crate::http::splice::{splice, Edit};
+use crate::policy::compile::Facts;
+use crate::provider::request::RequestView;
 use crate::state::AppState;
 
 /// The first backoff's upper bound; each retry doubles it.
@@ -65,6 +67,46 @@ enum Tried {
     /// the wait the upstream asked for.
     Again(Result<Response<Body>, ProxyError>, Option<Duration>),
     Failed(ProxyError),
+}
+
+/// The route's fallbacks this request may use: providers that speak the caller's API, that
+/// the caller's key may use, and where the matching policies (evaluated again for the
+/// fallback's provider and model) would not block it. A client's own provider key
+/// (passthrough) is never sent to another provider: such requests get no fallbacks.
+pub fn plan_fallbacks(
+    snap: &Snapshot,
+    cx: &RequestCtx,
+    fallbacks: &[Fallback],
+    facts: &Facts<'_>,
+    view: &RequestView<'_>,
+    body: &[u8],
+) -> Vec<Candidate> {
+    if fallbacks.is_empty() || cx.passthrough.is_some() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for f in fallbacks {
+        let Some(p) = snap.providers.get(f.provider) else { continue };
+        if !p.speaks(cx.family) {
+            continue;
+        }
+        let Some(credential) = super::auth::fallback_credential(snap, cx.key.as_deref(), p) else { continue };
+        let model = f.model.clone().or_else(|| cx.model_forwarded.clone());
+        // As the client's request answered by this model (the policies of the client's
+        // model apply), and as a request for this model itself (an allow-list that admits
+        // the client's model by name must admit the fallback's too).
+        let provider = Some(p.name.as_str());
+        let as_alias = Facts { upstream_model: model.as_deref(), provider, ..*facts };
+        let as_itself = Facts { model: model.as_deref().or(facts.model), upstream_model: None, provider, ..*facts };
+        let allows = |f: &Facts| {
+            crate::policy::evaluate::evaluate(snap, f, view, body).is_ok_and(|e| e.decision.block.is_none())
+        };
+        let allowed = allows(&as_alias) && allows(&as_itself);
+        if allowed {
+            out.push(Candidate { provider: p.clone(), credential, model });
+        }
+    }
+    out
 }
 
 /// Sends `request` to the first candidate, retrying and falling back as configured.
