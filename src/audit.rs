@@ -2,7 +2,7 @@
 //!
 //! Requests hand their record to a bounded queue ([`QUEUE`] records) and never wait: a full
 //! queue drops the record and counts it (`warden_audit_dropped_total`). One thread writes
-//! the lines through a buffer, flushing when the queue runs dry, and rotates the file by
+//! the lines through a buffer, flushing every [`POLL`] interval it wrote in, and rotates the file by
 //! size (`audit.jsonl` → `audit.jsonl.1` → … → `.keep`, the oldest deleted). A file that
 //! cannot be opened or written (a full disk, a read-only path) is reported in the log and
 //! in `warden_audit_write_errors_total`, retried on later records, and never fails a request.
@@ -73,7 +73,9 @@ pub struct Record {
     pub stream: bool,
     pub tool_calls: Vec<ToolCall>,
     /// Captured text (only when a policy sets `audit.capture`), cut to its length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }
 
@@ -134,12 +136,22 @@ impl Sink {
     }
 }
 
+/// How often the writer looks for records. It never sleeps on the queue itself: a request
+/// that hands over its record then wakes no thread (no futex call per request), and the
+/// records of a whole interval go out in one buffered write.
+const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn writer(settings: &AuditSettings, rx: &Receiver<Record>, errors: &IntCounter) {
     let mut sink = Sink { path: settings.path.clone(), file: None, size: 0, failing: false };
     let mut line = Vec::with_capacity(1024);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(r) = next.take() {
+    loop {
+        let mut wrote = false;
+        let gone = loop {
+            let r = match rx.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => break false,
+                Err(mpsc::TryRecvError::Disconnected) => break true,
+            };
             line.clear();
             if serde_json::to_writer(&mut line, &r).is_err() {
                 continue;
@@ -158,17 +170,22 @@ fn writer(settings: &AuditSettings, rx: &Receiver<Record>, errors: &IntCounter) 
                 Ok(()) => {
                     sink.size += line.len() as u64;
                     sink.failing = false;
+                    wrote = true;
                 }
                 Err(e) => sink.fail(errors, "write", &e),
             }
-            next = rx.try_recv().ok();
-        }
-        // The queue ran dry: what was written reaches the file now.
-        if let Some(f) = sink.file.as_mut() {
-            if let Err(e) = f.flush() {
-                sink.fail(errors, "write", &e);
+        };
+        if wrote {
+            if let Some(f) = sink.file.as_mut() {
+                if let Err(e) = f.flush() {
+                    sink.fail(errors, "write", &e);
+                }
             }
         }
+        if gone {
+            return;
+        }
+        std::thread::sleep(POLL);
     }
 }
 

@@ -116,23 +116,49 @@ fn json_string(line: &mut String, s: &str) {
 }
 
 /// RFC 3339 UTC with microseconds, as `tracing` writes it: `2026-12-01T16:26:54.644219Z`.
+/// The date and time up to the second are formatted once a second per thread.
 pub fn timestamp(line: &mut String) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
-    let (y, m, d) = crate::clock::civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let _ = write!(
-        line,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        now.subsec_micros()
-    );
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let (y, m, d) = crate::clock::civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            cached.1.clear();
+            let _ = write!(cached.1, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.", rem / 3600, rem / 60 % 60, rem % 60);
+            cached.0 = secs;
+        }
+        line.push_str(&cached.1);
+    });
+    let micros = now.subsec_micros();
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(micros);
+    for _ in text.len()..6 {
+        line.push('0');
+    }
+    line.push_str(text);
+    line.push('Z');
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        let (mut a, mut b) = (String::new(), String::new());
+        super::timestamp(&mut a);
+        super::timestamp(&mut b);
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 27, "{t}");
+            assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T" && &t[19..20] == ".", "{t}");
+            assert!(t[20..26].bytes().all(|c| c.is_ascii_digit()), "{t}");
+        }
+        assert!(a <= b);
+    }
+
     use super::*;
 
     #[test]

@@ -15,8 +15,10 @@ pub const ARGS_CHARS: usize = 200;
 const BLOCKS: [&str; 6] =
     ["policy_violation", "budget_exhausted", "rate_limited", "session_limit", "unpriced_model", "forbidden"];
 
-pub fn record(fin: &Finish, status: u16, error: &str, elapsed: Duration) -> Record {
-    let cx = &fin.cx;
+/// Takes what it needs out of the finished request's context (it is the last to read it).
+pub fn record(fin: &mut Finish, status: u16, error: &str, elapsed: Duration) -> Record {
+    let ttfb = fin.ttfb;
+    let cx = &mut fin.cx;
     let list = |v: &Option<String>| -> Vec<String> {
         v.as_deref().map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default()
     };
@@ -44,26 +46,26 @@ pub fn record(fin: &Finish, status: u16, error: &str, elapsed: Duration) -> Reco
     let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     Record {
         time,
-        request_id: cx.id.clone(),
-        key: cx.passthrough.clone().unwrap_or_else(|| cx.key_name().to_string()),
+        key: cx.passthrough.take().unwrap_or_else(|| cx.key_name().to_string()),
         team: cx.team().to_string(),
-        session: cx.session.clone(),
-        route: cx.route_label.clone(),
+        request_id: std::mem::take(&mut cx.id),
+        session: cx.session.take(),
+        route: cx.route_label.take(),
         endpoint: cx.endpoint_label().to_string(),
         status,
-        model_requested: cx.model_requested.clone(),
-        answered_by: cx.answered_by.clone(),
+        model_requested: cx.model_requested.take(),
+        answered_by: cx.answered_by.take(),
         decision: decision.to_string(),
         policies: list(&cx.policies),
         reason: (error != "-").then(|| error.to_string()),
         would_block: list(&cx.would_block),
-        attempts: cx.attempts.clone(),
+        attempts: std::mem::take(&mut cx.attempts),
         input_tokens: cx.usage.map(|u| u.input),
         output_tokens: cx.usage.map(|u| u.output),
         tokens_estimated: cx.usage.is_some_and(|u| u.estimated),
         cost_usd: cost,
         latency_ms: ms(elapsed),
-        ttfb_ms: fin.ttfb.map(ms),
+        ttfb_ms: ttfb.map(ms),
         stream: cx.stream,
         tool_calls,
         prompt: None,

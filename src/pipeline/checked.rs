@@ -31,7 +31,7 @@ pub async fn checked_json(
     provider: &str,
     dialect: &'static dyn crate::provider::Dialect,
     request_bytes: usize,
-    collect: bool,
+    collect: Collect,
 ) -> Result<(Response<Body>, Option<Usage>, Option<Output>), crate::error::ProxyError> {
     use crate::error::{ProxyError, UpstreamFailure};
     if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
@@ -90,6 +90,29 @@ pub async fn checked_json(
         }
         Ok(None) => Usage::estimate(request_bytes, crate::provider::scan_json(&buf, dialect.text_keys()).text_bytes),
     };
-    let output = if collect { Output::from_json(dialect.family(), &buf) } else { None };
+    let output = match collect {
+        Collect::Nothing => None,
+        // Most answers call no tool: they are not parsed again for the audit log.
+        Collect::ToolCalls if !mentions_tool_calls(&buf) => None,
+        Collect::ToolCalls | Collect::Everything => Output::from_json(dialect.family(), &buf),
+    };
     Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage), output))
+}
+
+/// What of the model's output a response must yield.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collect {
+    Nothing,
+    /// The tool calls, for the audit log.
+    ToolCalls,
+    /// Text and tool calls, for a stage that checks them.
+    Everything,
+}
+
+/// Whether a JSON answer may hold tool calls (OpenAI `tool_calls` / `function_call`,
+/// Anthropic `tool_use`, Responses `function_call` items): a byte search, not a parse.
+fn mentions_tool_calls(body: &[u8]) -> bool {
+    [&b"\"tool_calls\""[..], b"\"function_call", b"\"tool_use\""]
+        .iter()
+        .any(|n| memchr::memmem::find(body, n).is_some())
 }

@@ -70,6 +70,8 @@ pub struct RequestCtx {
     pub answered_by: Option<String>,
     /// The agent session the request counted in.
     pub session: Option<String>,
+    /// The audit log is on: attempts and tool calls are gathered for its record.
+    pub audit: bool,
 }
 
 impl RequestCtx {
@@ -105,6 +107,7 @@ impl RequestCtx {
             attempts: Vec::new(),
             answered_by: None,
             session: None,
+            audit: false,
         }
     }
 

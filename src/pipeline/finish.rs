@@ -119,11 +119,6 @@ impl Drop for Finish {
         if cx.error_kind.is_none() && error != "-" {
             m.errors.with_label_values(&[error]).inc();
         }
-        if let Some(log) = self.app.audit.get() {
-            let code = self.status.map_or(499, |s| s.as_u16());
-            log.record(super::audit::record(self, code, error, elapsed));
-        }
-        let cx = &self.cx;
         use super::access_log::{emit, V};
         fn opt(v: &Option<String>) -> V<'_> {
             v.as_deref().map_or(V::S("-"), V::S)
@@ -158,6 +153,10 @@ impl Drop for Finish {
             ("would_block", opt(&cx.would_block)),
             ("policy_version", V::U(cx.snapshot.policies.version)),
         ]);
+        if let Some(log) = self.app.audit.get().cloned() {
+            let code = self.status.map_or(499, |s| s.as_u16());
+            log.record(super::audit::record(self, code, error, elapsed));
+        }
     }
 }
 

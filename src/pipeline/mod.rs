@@ -264,7 +264,8 @@ where
     }
 
     // The audit log records the tool calls the model asked for.
-    cx.collect_output |= app.audit.get().is_some();
+    cx.audit = app.audit.get().is_some();
+    cx.collect_output |= cx.audit && cx.stream;
     let usage_edit = parse::ask_for_stream_usage(endpoint, &view, &body);
     cx.strip_usage = usage_edit.is_some();
     let model_span = view.model_span.clone();
@@ -314,7 +315,11 @@ where
             &provider.name,
             cx.family.dialect(),
             cx.request_bytes,
-            cx.collect_output,
+            match (cx.collect_output, cx.audit) {
+                (true, _) => checked::Collect::Everything,
+                (false, true) => checked::Collect::ToolCalls,
+                (false, false) => checked::Collect::Nothing,
+            },
         )
         .await?;
         cx.output = output;

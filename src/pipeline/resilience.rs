@@ -122,7 +122,7 @@ pub async fn send(
     // The last retryable failure: an upstream answer (with who gave it) or an error.
     let mut last: Option<Result<Answer, ProxyError>> = None;
     let mut open_for: Option<(String, Duration)> = None;
-    let primary = candidates.first().map(|c| label(&c.provider, c.model.as_deref(), cx));
+    let primary = candidates.first().map(|c| c.provider.clone());
     let mut current_model: Option<String> = None;
     for (n, cand) in candidates.into_iter().enumerate() {
         let schedule = retries.unwrap_or(cand.provider.retries);
@@ -145,7 +145,7 @@ pub async fn send(
                 Admission::Probe => true,
                 Admission::Rejected(left) => {
                     app.metrics.upstream_attempts.with_label_values(&[&cand.provider.name, "circuit_open"]).inc();
-                    cx.attempts.push(Attempt {
+                    record_attempt(cx, |cx| Attempt {
                         provider: cand.provider.name.clone(),
                         model: current_model.clone().or_else(|| cx.model_forwarded.clone()),
                         status: None,
@@ -169,7 +169,7 @@ pub async fn send(
             };
             breaker_record(app, &cand.provider, health, probe);
             app.metrics.upstream_attempts.with_label_values(&[&cand.provider.name, outcome]).inc();
-            cx.attempts.push(Attempt {
+            record_attempt(cx, |cx| Attempt {
                 provider: cand.provider.name.clone(),
                 model: current_model.clone().or_else(|| cx.model_forwarded.clone()),
                 status,
@@ -179,9 +179,10 @@ pub async fn send(
             match tried {
                 Tried::Answered(response, waited) => {
                     if n > 0 {
-                        if let Some(from) = &primary {
-                            let to = label(&cand.provider, current_model.as_deref(), cx);
-                            app.metrics.fallbacks.with_label_values(&[from, &to]).inc();
+                        if let Some(first) = &primary {
+                            let (from, to) =
+                                (label(first, None, cx), label(&cand.provider, current_model.as_deref(), cx));
+                            app.metrics.fallbacks.with_label_values(&[&from, &to]).inc();
                         }
                     }
                     return Ok(Answer {
@@ -225,6 +226,14 @@ pub async fn send(
             failure: UpstreamFailure::Connect,
             detail: "no provider to send the request to".into(),
         }),
+    }
+}
+
+/// Attempts are kept for the audit record only: without an audit log nothing is copied.
+fn record_attempt(cx: &mut RequestCtx, attempt: impl FnOnce(&RequestCtx) -> Attempt) {
+    if cx.audit {
+        let a = attempt(cx);
+        cx.attempts.push(a);
     }
 }
 
