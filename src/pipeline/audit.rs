@@ -68,7 +68,5 @@ pub fn record(fin: &mut Finish, status: u16, error: &str, elapsed: Duration) -> 
         ttfb_ms: ttfb.map(ms),
         stream: cx.stream,
         tool_calls,
-        prompt: None,
-        output: None,
     }
 }

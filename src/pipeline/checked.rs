@@ -110,9 +110,11 @@ pub enum Collect {
 }
 
 /// Whether a JSON answer may hold tool calls (OpenAI `tool_calls` / `function_call`,
-/// Anthropic `tool_use`, Responses `function_call` items): a byte search, not a parse.
+/// Anthropic `tool_use`, Responses `function_call` items): a byte search, not a parse. The
+/// searchers are built once.
 fn mentions_tool_calls(body: &[u8]) -> bool {
-    [&b"\"tool_calls\""[..], b"\"function_call", b"\"tool_use\""]
-        .iter()
-        .any(|n| memchr::memmem::find(body, n).is_some())
+    use memchr::memmem::Finder;
+    static NEEDLES: std::sync::LazyLock<[Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| [Finder::new(b"\"tool_"), Finder::new(b"function_call")]);
+    NEEDLES.iter().any(|f| f.find(body).is_some())
 }

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# What the resilience machinery and the audit log cost on the success path: the same warden
+# binary three times against the mock server, driven by oha at full speed over 32
+# connections, in interleaved rounds (the order reversed every other round): `plain`
+# without retries or audit; `retries` with retries and a circuit breaker configured (every
+# request succeeds at once, so this is the machinery's own cost); `audit` with the audit
+# log on. Reports CPU per request (time on CPU of all threads, from schedstat) and
+# throughput, as medians over the rounds, and each variant's difference from `plain`.
+#
+# Usage: benches/resilience.sh [WARDEN_BIN]     ROUNDS=5 SECONDS_RUN=5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5} SECONDS_RUN=${SECONDS_RUN:-5}
+OUT=bench-results/resilience
+MOCK_PORT=18801
+command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
+[ $# -gt 0 ] || cargo build --release --quiet --bin warden
+W=$(realpath "${1:-target/release/warden}")
+rm -rf "$OUT"; mkdir -p "$OUT"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+"$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
+pids+=($!)
+declare -A PID PORT
+port=18810
+for variant in plain retries audit; do
+  mkdir -p "$OUT/$variant/policies"
+  upstream="{ name: up, kind: openai, base_url: \"http://127.0.0.1:$MOCK_PORT/v1\", api_key: \"\${BENCH_UPSTREAM_KEY}\" }"
+  extra=""
+  [ $variant = retries ] && upstream="{ name: up, kind: openai, base_url: \"http://127.0.0.1:$MOCK_PORT/v1\", api_key: \"\${BENCH_UPSTREAM_KEY}\", retries: { max_attempts: 3, deadline: 30s }, breaker: { failures: 5, cool_down: 10s } }"
+  [ $variant = audit ] && extra="audit: { path: audit.jsonl, max_bytes: 104857600, keep: 1 }"
+  cat >"$OUT/$variant/proxy.yaml" <<YAML
+server: { listen: "127.0.0.1:$port" }
+admin: { listen: "127.0.0.1:$((port + 1))" }
+providers:
+  - $upstream
+routes:
+  - { model: "mock-*", provider: up }
+keys:
+  - { name: demo, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: demo }
+policies: { dir: policies, watch: false }
+$extra
+YAML
+  (cd "$OUT/$variant" && BENCH_UPSTREAM_KEY=sk-bench exec "$W" serve --config proxy.yaml >warden.log 2>&1) &
+  PID[$variant]=$!; PORT[$variant]=$port; pids+=($!)
+  port=$((port + 2))
+done
+sleep 1
+BODY='{"model":"mock-1","max_tokens":100,"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Summarise the benefits of a reverse proxy for LLM APIs in one paragraph, please."}]}'
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
+: >"$OUT/samples.tsv"
+for round in $(seq 1 "$ROUNDS"); do
+  order="plain retries audit"; [ $((round % 2)) = 0 ] && order="audit retries plain"
+  for variant in $order; do
+    before=$(cpu_ns "${PID[$variant]}")
+    json=$(oha -c 32 -z "${SECONDS_RUN}s" --no-tui --output-format json -m POST \
+      -H 'authorization: Bearer sk-warden-demo' -H 'content-type: application/json' -H 'x-mock: tokens=50' \
+      -d "$BODY" "http://127.0.0.1:${PORT[$variant]}/v1/chat/completions")
+    after=$(cpu_ns "${PID[$variant]}")
+    python3 - "$variant" "$((after - before))" "$json" >>"$OUT/samples.tsv" <<'PY'
+import json, sys
+variant, ns, raw = sys.argv[1:]
+d = json.loads(raw)
+ok = int(d.get("statusCodeDistribution", {}).get("200", 0))
+print(f"{variant}\t{int(ns) / 1e3 / max(ok, 1):.1f}\t{d['summary']['requestsPerSec']:.0f}\t{ok}")
+PY
+  done
+done
+python3 - "$OUT/samples.tsv" <<'PY'
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+col = lambda v, i: [float(r[i]) for r in rows if r[0] == v]
+med = lambda v, i: statistics.median(col(v, i))
+print("| warden | CPU µs/req | req/s | against plain |")
+print("|---|---|---|---|")
+for v in ("plain", "retries", "audit"):
+    print(f"| {v} | {med(v, 1):.1f} | {med(v, 2):.0f} | {med(v, 1) - med('plain', 1):+.1f} µs |")
+PY
