@@ -41,6 +41,10 @@ pub async fn handle<B>(app: Arc<AppState>, req: Request<B>) -> Response<Body> {
                     app.metrics.budget_remaining.with_label_values(&[label.as_str(), r.scope.as_str()]).set(left);
                 }
             }
+            // Every provider with a breaker has a series, closed (0) until it first opens.
+            for p in snap.providers.iter().filter(|p| p.breaker.is_some()) {
+                app.metrics.circuit_state.with_label_values(&[&p.name]).set(app.breakers.state(&p.name) as i64);
+            }
             let mut resp = Response::new(full(app.metrics.render()));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,

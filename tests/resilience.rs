@@ -240,6 +240,7 @@ async fn a_failing_primary_falls_back_to_the_second_provider_and_its_model() {
 async fn the_breaker_opens_routes_to_the_fallback_probes_and_closes() {
     let s = setup("policies:\n  - name: once\n    retries: { max_attempts: 1 }\n", "").await;
     let url = s.proxy.url("/v1/chat/completions");
+    assert!(metrics(&s).await.contains(r#"warden_circuit_state{provider="primary"} 0"#));
     let failing = ("x-mock", "status=503,on=primary");
     for _ in 0..2 {
         let r = post(&url, &[BEARER, failing], &chat("mock-1")).await;
