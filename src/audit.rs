@@ -90,6 +90,12 @@ pub struct Record {
     pub stream: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// The prompt's text and the output's, cut to a policy's `audit.capture` characters;
+    /// absent unless a policy asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// The handle requests write through (cheap to clone).

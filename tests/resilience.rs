@@ -391,3 +391,17 @@ async fn a_budget_reserves_at_the_dearest_model_a_fallback_may_answer_with() {
     // mock-1 falls back to mock-1 elsewhere: its own price.
     assert_eq!(post(&url, &[BEARER], &body("mock-1")).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_policy_can_have_the_audit_record_capture_cut_text() {
+    let s = setup("policies:\n  - name: capture\n    audit: { capture: 12 }\n", "").await;
+    let r = post(&s.proxy.url("/v1/chat/completions"), &[BEARER], &chat("mock-1")).await;
+    assert_eq!(r.status, 200);
+    let rec = audit_record(&s.audit, &r).await;
+    assert_eq!((rec["prompt"].as_str(), rec["output"].as_str()), (Some("hi"), Some("Hello from t")));
+    // Without the policy, no text at all.
+    let s = setup("policies: []\n", "").await;
+    let r = post(&s.proxy.url("/v1/chat/completions"), &[BEARER], &chat("mock-1")).await;
+    let rec = audit_record(&s.audit, &r).await;
+    assert!(rec.get("prompt").is_none() && rec.get("output").is_none(), "{rec}");
+}

@@ -1,7 +1,7 @@
 //! The audit record of a request, built when it finishes (from what its context gathered)
 //! and handed to the audit log's queue. Keys and credentials are never in it: the key's
 //! name and team are, and a client's own provider key appears as its short hash. Prompt and
-//! output text are left out.
+//! output text are left out unless a matching policy sets `audit.capture`.
 
 use std::time::Duration;
 
@@ -68,5 +68,10 @@ pub fn record(fin: &mut Finish, status: u16, error: &str, elapsed: Duration) -> 
         ttfb_ms: ttfb.map(ms),
         stream: cx.stream,
         tool_calls,
+        output: cx
+            .capture
+            .as_ref()
+            .map(|(n, _)| cx.output.as_ref().map_or_else(String::new, |o| o.text.chars().take(*n).collect())),
+        prompt: cx.capture.take().map(|(_, p)| p),
     }
 }

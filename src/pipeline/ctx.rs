@@ -72,6 +72,9 @@ pub struct RequestCtx {
     pub session: Option<String>,
     /// The audit log is on: attempts and tool calls are gathered for its record.
     pub audit: bool,
+    /// A policy asked the audit record to capture text: this many characters of the prompt
+    /// (here, already cut) and of the output.
+    pub capture: Option<(usize, String)>,
 }
 
 impl RequestCtx {
@@ -108,6 +111,7 @@ impl RequestCtx {
             answered_by: None,
             session: None,
             audit: false,
+            capture: None,
         }
     }
 

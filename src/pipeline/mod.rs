@@ -263,8 +263,14 @@ where
         }
     }
 
-    // The audit log records the tool calls the model asked for.
+    // The audit log records the tool calls the model asked for, and text where a policy
+    // asks it to capture some.
     cx.audit = app.audit.get().is_some();
+    if let Some(n) = evaluated.policies.iter().filter_map(|p| p.audit_capture).max().filter(|_| cx.audit) {
+        let prompt = view.history().map(|h| h.texts.iter().map(|t| t.text.as_ref()).collect::<Vec<_>>().join("\n"));
+        cx.capture = Some((n, prompt.map(|p| cut(&p, n)).unwrap_or_default()));
+        cx.collect_output = true;
+    }
     cx.collect_output |= cx.audit && cx.stream;
     let usage_edit = parse::ask_for_stream_usage(endpoint, &view, &body);
     cx.strip_usage = usage_edit.is_some();
@@ -330,6 +336,11 @@ where
         resp
     };
     Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }))
+}
+
+/// The first `n` characters of `s`.
+fn cut(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
 }
 
 /// The model that answered, when a fallback changed it.

@@ -46,6 +46,8 @@ pub struct Policy {
     pub rate_limits: Vec<RateLimit>,
     pub retries: Option<crate::config::Retries>,
     pub sessions: Option<Sessions>,
+    /// Characters of prompt and output text the audit record captures (`None`: none).
+    pub audit_capture: Option<usize>,
     pub mode: Mode,
 }
 
@@ -357,6 +359,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
                 max_duration: s.max_duration.map(|d| d.0),
             }
         }),
+        audit_capture: p.audit.as_ref().map(|a| cx.ceiling(&a.capture, "`audit.capture`").min(100_000) as usize),
         mode: p.mode,
     }
 }

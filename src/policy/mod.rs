@@ -79,6 +79,17 @@ pub struct RawPolicy {
     pub retries: Option<RawPolicyRetries>,
     /// Caps per agent session: requests, tokens and wall-clock time.
     pub sessions: Option<RawSessions>,
+    /// What the audit log records of matching requests beyond the defaults.
+    pub audit: Option<RawPolicyAudit>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyAudit {
+    /// Record the prompt's text and the model's output text, each cut to this many
+    /// characters (off by default: the audit log holds no conversation text).
+    #[schemars(with = "i64")]
+    pub capture: Spanned<i64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
