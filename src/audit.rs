@@ -208,13 +208,16 @@ fn writer(settings: &AuditSettings, rx: &Receiver<Record>, errors: &IntCounter) 
     }
 }
 
+/// `audit.jsonl.N`.
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
+
 /// `audit.jsonl.{keep-1}` → `.{keep}` … `audit.jsonl` → `.1`; `keep: 0` keeps none.
 fn rotate(path: &Path, keep: u32) -> std::io::Result<()> {
-    let numbered = |n: u32| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
-    };
+    let numbered = |n: u32| rotated(path, n);
     if keep == 0 {
         return std::fs::remove_file(path);
     }
@@ -228,17 +231,12 @@ fn rotate(path: &Path, keep: u32) -> std::io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
-/// The files of an audit log, oldest first (rotated ones, then the live one).
+/// The files of an audit log, oldest first (rotated ones, then the live one). Rotation
+/// numbers them from 1 without gaps.
 pub fn files(path: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for n in (1..=1000u32).rev() {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{n}"));
-        let p = PathBuf::from(p);
-        if p.exists() {
-            out.push(p);
-        }
-    }
+    let numbered = |n: u32| rotated(path, n);
+    let mut out: Vec<PathBuf> = (1..).map(numbered).take_while(|p| p.exists()).collect();
+    out.reverse();
     if path.exists() {
         out.push(path.to_path_buf());
     }

@@ -127,6 +127,24 @@ impl RequestCtx {
         }
     }
 
+    /// `key:<name>`: the scope budgets, rate limits and sessions count the caller under (a
+    /// client's own provider key by its hash).
+    pub fn key_scope(&self) -> Arc<str> {
+        match (&self.key, &self.passthrough) {
+            (_, Some(hash)) => format!("key:{hash}").into(),
+            (Some(k), None) => k.scopes[0].clone(),
+            (None, None) => Arc::from("key:none"),
+        }
+    }
+
+    /// Adds monitor-mode marks (`policy:rule`, comma-separated) to `x-warden-would-block`.
+    pub fn add_would_block(&mut self, marks: &str) {
+        self.would_block = Some(match self.would_block.take() {
+            Some(w) => format!("{w},{marks}"),
+            None => marks.to_string(),
+        });
+    }
+
     pub fn team(&self) -> &str {
         self.key.as_ref().map_or("none", |k| k.team.as_str())
     }

@@ -222,10 +222,7 @@ where
                 cx.team(),
                 cx.model_forwarded.as_deref().unwrap_or("none"),
             )
-            .known(
-                cx.key.as_ref().filter(|_| cx.passthrough.is_none()).map(|k| k.scopes[0].clone()),
-                cx.key.as_ref().map(|k| k.scopes[1].clone()),
-            ),
+            .known(Some(cx.key_scope()), cx.key.as_ref().map(|k| k.scopes[1].clone())),
             model: cx.model_forwarded.as_deref().unwrap_or("none"),
             fallback_models: fallbacks.iter().filter_map(|c| c.model.as_deref()).collect(),
             endpoint,
@@ -254,11 +251,7 @@ where
                 policy::set_top_output(&mut evaluated.decision, &view, &body, top, field, value);
             }
             if !r.would_refuse.is_empty() {
-                let joined = r.would_refuse.join(",");
-                cx.would_block = Some(match cx.would_block.take() {
-                    Some(w) => format!("{w},{joined}"),
-                    None => joined,
-                });
+                cx.add_would_block(&r.would_refuse.join(","));
             }
         }
     }
@@ -268,7 +261,7 @@ where
     cx.audit = app.audit.get().is_some();
     if let Some(n) = evaluated.policies.iter().filter_map(|p| p.audit_capture).max().filter(|_| cx.audit) {
         let prompt = view.history().map(|h| h.texts.iter().map(|t| t.text.as_ref()).collect::<Vec<_>>().join("\n"));
-        cx.capture = Some((n, prompt.map(|p| cut(&p, n)).unwrap_or_default()));
+        cx.capture = Some((n, prompt.map(|p| p.chars().take(n).collect()).unwrap_or_default()));
         cx.collect_output = true;
     }
     cx.collect_output |= cx.audit && cx.stream;
@@ -294,19 +287,15 @@ where
     let retries = evaluated.policies.iter().find_map(|p| p.retries);
     let answer = resilience::send(app, cx, candidates, retries, &mut request).await?;
     let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);
-    let answered_model = answer.model.or_else(|| cx.model_forwarded.clone());
-    if let Some(m) = &answer_model_changed(&answered_model, cx) {
-        guard.answered_by(&snap, m);
-    }
-    cx.answered_by = Some(format!("{}/{}", provider.name, answered_model.as_deref().unwrap_or("-")));
-    if answered_model != cx.model_forwarded {
-        // The fallback's model is what the upstream received, what is charged and counted.
-        let known = answered_model.as_deref().is_some_and(|m| snap.models.iter().any(|info| info.id == m));
-        if known {
-            cx.model_label.clone_from(&answered_model);
+    if let Some(m) = answer.model.filter(|m| cx.model_forwarded.as_ref() != Some(m)) {
+        // A fallback's model is what the upstream received, what is charged and counted.
+        guard.answered_by(&snap, &m);
+        if snap.models.iter().any(|info| info.id == m) {
+            cx.model_label = Some(m.clone());
         }
-        cx.model_forwarded = answered_model;
+        cx.model_forwarded = Some(m);
     }
+    cx.answered_by = Some(format!("{}/{}", provider.name, cx.model_forwarded.as_deref().unwrap_or("-")));
     cx.provider = Some(provider.clone());
     cx.upstream_wait = waited;
     app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
@@ -336,16 +325,6 @@ where
         resp
     };
     Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }))
-}
-
-/// The first `n` characters of `s`.
-fn cut(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
-}
-
-/// The model that answered, when a fallback changed it.
-fn answer_model_changed(answered: &Option<String>, cx: &RequestCtx) -> Option<String> {
-    answered.as_ref().filter(|m| cx.model_forwarded.as_ref() != Some(*m)).cloned()
 }
 
 /// Reads the request body within the size limit and `body_read_timeout`. Compressed bodies

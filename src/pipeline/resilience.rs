@@ -145,13 +145,14 @@ pub async fn send(
                 Admission::Probe => true,
                 Admission::Rejected(left) => {
                     app.metrics.upstream_attempts.with_label_values(&[&cand.provider.name, "circuit_open"]).inc();
-                    record_attempt(cx, |cx| Attempt {
-                        provider: cand.provider.name.clone(),
-                        model: current_model.clone().or_else(|| cx.model_forwarded.clone()),
-                        status: None,
-                        error: Some("circuit_open".into()),
-                        wait_ms: 0,
-                    });
+                    record_attempt(
+                        cx,
+                        &cand.provider,
+                        current_model.as_deref(),
+                        None,
+                        Some("circuit_open"),
+                        Duration::ZERO,
+                    );
                     open_for.get_or_insert((cand.provider.name.clone(), left));
                     break;
                 }
@@ -169,13 +170,7 @@ pub async fn send(
             };
             breaker_record(app, &cand.provider, health, probe);
             app.metrics.upstream_attempts.with_label_values(&[&cand.provider.name, outcome]).inc();
-            record_attempt(cx, |cx| Attempt {
-                provider: cand.provider.name.clone(),
-                model: current_model.clone().or_else(|| cx.model_forwarded.clone()),
-                status,
-                error,
-                wait_ms: wait.as_millis() as u64,
-            });
+            record_attempt(cx, &cand.provider, current_model.as_deref(), status, error.as_deref(), wait);
             match tried {
                 Tried::Answered(response, waited) => {
                     if n > 0 {
@@ -230,10 +225,24 @@ pub async fn send(
 }
 
 /// Attempts are kept for the audit record only: without an audit log nothing is copied.
-fn record_attempt(cx: &mut RequestCtx, attempt: impl FnOnce(&RequestCtx) -> Attempt) {
+fn record_attempt(
+    cx: &mut RequestCtx,
+    provider: &Provider,
+    model: Option<&str>,
+    status: Option<u16>,
+    error: Option<&str>,
+    wait: Duration,
+) {
     if cx.audit {
-        let a = attempt(cx);
-        cx.attempts.push(a);
+        let model = model.or(cx.model_forwarded.as_deref()).map(str::to_string);
+        let error = error.map(str::to_string);
+        cx.attempts.push(Attempt {
+            provider: provider.name.clone(),
+            model,
+            status,
+            error,
+            wait_ms: wait.as_millis() as u64,
+        });
     }
 }
 

@@ -33,21 +33,12 @@ pub fn admit(
     for p in policies {
         let Some(caps) = &p.sessions else { continue };
         let Some(id) = session_id(caps.id, headers, body)? else { continue };
-        let scope = match (&cx.key, &cx.passthrough) {
-            (_, Some(hash)) => format!("key:{hash}").into(),
-            (Some(k), None) => k.scopes[0].clone(),
-            (None, None) => "key:none".into(),
-        };
-        let key = SessionKey { policy: p.name.clone(), scope, id };
+        let key = SessionKey { policy: p.name.clone(), scope: cx.key_scope(), id };
         cx.session = Some(key.id.clone());
         match app.sessions.admit(&key, caps, std::time::Instant::now()) {
             Ok(()) => guard.push(Box::new(Tokens { app: app.clone(), key })),
             Err(stopped) if p.mode == Mode::Monitor => {
-                let mark = format!("{}:sessions.{}", p.name, stopped.limit);
-                cx.would_block = Some(match cx.would_block.take() {
-                    Some(w) => format!("{w},{mark}"),
-                    None => mark,
-                });
+                cx.add_would_block(&format!("{}:sessions.{}", p.name, stopped.limit));
             }
             Err(stopped) => {
                 app.metrics.session_blocks.with_label_values(&[stopped.limit]).inc();
