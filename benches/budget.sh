@@ -64,10 +64,7 @@ for variant in plain checks ledger; do
   port=$((port + 2))
 done
 sleep 1
-BODY='{"model":"mock-1","max_tokens":100,"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Summarise the benefits of a reverse proxy for LLM APIs in one paragraph, please."}]}'
-# Nanoseconds on CPU, summed over the process's threads (schedstat is exact; utime/stime
-# ticks are sampled at the timer tick, which aliases with a load paced at 1 ms).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
+. benches/common.sh
 : >"$OUT/samples.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate the order: whatever runs after the ledger's fsyncs (or first) is not always the same.

@@ -47,8 +47,7 @@ YAML
   port=$((port + 2))
 done
 sleep 1
-BODY='{"model":"mock-1","max_tokens":100,"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Summarise the benefits of a reverse proxy for LLM APIs in one paragraph, please."}]}'
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
+. benches/common.sh
 : >"$OUT/samples.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   order="plain retries audit"; [ $((round % 2)) = 0 ] && order="audit retries plain"
