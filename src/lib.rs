@@ -23,6 +23,7 @@ pub mod alerts;
 pub mod audit;
 pub mod breaker;
 pub mod budget;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;

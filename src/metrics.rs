@@ -56,6 +56,17 @@ pub struct Metrics {
     pub audit_dropped: prometheus::IntCounter,
     /// Audit log writes (or opens, or rotations) that failed.
     pub audit_write_errors: prometheus::IntCounter,
+    /// `warden_cache_requests_total{result}`, resolved once per result.
+    pub cache_hit: prometheus::IntCounter,
+    pub cache_miss: prometheus::IntCounter,
+    pub cache_bypass: prometheus::IntCounter,
+    /// Bytes of stored responses (set when scraped).
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    /// What hits did not spend, at list price.
+    pub cache_saved_usd: prometheus::Counter,
+    /// Tokens hits did not spend. Labels: direction (input, output).
+    pub cache_saved_tokens: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -180,8 +191,31 @@ impl Metrics {
             "warden_audit_write_errors_total",
             "Audit log opens, writes or rotations that failed (the records are lost; requests are not).",
         ));
+        let cache_requests = must(IntCounterVec::new(
+            Opts::new(
+                "warden_cache_requests_total",
+                "Requests a cache policy applied to, by result: hit, miss, bypass.",
+            ),
+            &["result"],
+        ));
+        let cache_bytes =
+            must(IntGauge::new("warden_cache_bytes", "Bytes of responses in the cache (at most cache.max_bytes)."));
+        let cache_entries = must(IntGauge::new("warden_cache_entries", "Responses in the cache."));
+        let cache_saved_usd = must(prometheus::Counter::new(
+            "warden_cache_saved_usd_total",
+            "What cache hits would have cost at list price, had they gone upstream.",
+        ));
+        let cache_saved_tokens = must(IntCounterVec::new(
+            Opts::new("warden_cache_saved_tokens_total", "Tokens answered from the cache instead of upstream."),
+            &["direction"],
+        ));
         for c in [
-            Box::new(upstream_attempts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_bytes.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_saved_usd.clone()),
+            Box::new(cache_saved_tokens.clone()),
+            Box::new(upstream_attempts.clone()),
             Box::new(retry_wait.clone()),
             Box::new(fallbacks.clone()),
             Box::new(circuit_state.clone()),
@@ -232,6 +266,13 @@ impl Metrics {
             session_blocks,
             audit_dropped,
             audit_write_errors,
+            cache_hit: cache_requests.with_label_values(&["hit"]),
+            cache_miss: cache_requests.with_label_values(&["miss"]),
+            cache_bypass: cache_requests.with_label_values(&["bypass"]),
+            cache_bytes,
+            cache_entries,
+            cache_saved_usd,
+            cache_saved_tokens,
         }
     }
 

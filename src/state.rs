@@ -1,6 +1,6 @@
 //! Shared application state: the live configuration snapshot, and the runtime state that
-//! outlives snapshots (upstream connection pools now; spend, rate counters, cache and
-//! breakers later), keyed by stable names so a reload changes configuration without
+//! outlives snapshots (upstream connection pools, spend, rate counters, breakers,
+//! sessions, the response cache), keyed by stable names so a reload changes configuration without
 //! dropping what runs.
 
 use std::collections::HashMap;
@@ -89,6 +89,8 @@ pub struct AppState {
     pub breakers: crate::breaker::Breakers,
     /// Agent sessions, by policy, caller and session id.
     pub sessions: crate::sessions::Sessions,
+    /// Stored responses and the single flights of misses, sized by `cache.max_bytes` at start.
+    pub cache: crate::cache::ResponseCache,
     /// The audit log's writer, when `audit:` is configured.
     pub audit: std::sync::OnceLock<crate::audit::AuditLog>,
     /// The durable ledger settled spend goes to, when `ledger:` is configured.
@@ -103,7 +105,9 @@ impl AppState {
     pub fn new(snapshot: Snapshot) -> Arc<AppState> {
         let transports = Transports::default();
         transports.install(&snapshot, None);
+        let cache = crate::cache::ResponseCache::new(snapshot.settings.cache_max_bytes);
         Arc::new(AppState {
+            cache,
             snapshot: ArcSwap::from_pointee(snapshot),
             transports,
             metrics: Metrics::new(),

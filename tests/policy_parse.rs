@@ -48,8 +48,8 @@ fn unknown_field_with_hint() {
 
 #[test]
 fn planned_section_is_rejected_not_ignored() {
-    let e = error_of("policies:\n  - name: a\n    cache: { ttl: 10m }\n");
-    assert!(e.starts_with("p.yaml:3:5: the `cache` section is not implemented in this version of warden"), "{e}");
+    let e = error_of("policies:\n  - name: a\n    injection: { action: block }\n");
+    assert!(e.starts_with("p.yaml:3:5: the `injection` section is not implemented in this version of warden"), "{e}");
     let e = error_of("policies:\n  - name: a\n    retrie: {}\n");
     assert!(e.contains("did you mean `retries`?"), "{e}");
     let e = error_of("policies:\n  - name: a\n    budget: []\n");
@@ -136,7 +136,7 @@ fn shipped_policies_and_their_tests_pass() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(", 0 failed"), "{stdout}");
-    for file in ["default.yaml", "strict-public.yaml", "rollout-monitor.yaml"] {
+    for file in ["default.yaml", "strict-public.yaml", "rollout-monitor.yaml", "cache.yaml"] {
         let text = std::fs::read_to_string(root.join("policies").join(file)).unwrap();
         assert!(text.starts_with("# yaml-language-server: $schema=./policy.schema.json"), "{file}");
     }

@@ -152,6 +152,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
             max_bytes: a.max_bytes.unwrap_or(100 << 20).max(4096),
             keep: a.keep.unwrap_or(5),
         }),
+        cache_max_bytes: raw.cache.as_ref().and_then(|c| c.max_bytes).unwrap_or(256 << 20),
     };
 
     let mut providers: Vec<Arc<Provider>> = Vec::new();
@@ -262,6 +263,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
             scopes: [format!("key:{}", k.name.value).into(), format!("team:{team}").into()],
             name: k.name.value.clone(),
             team,
+            in_team: k.team.is_some(),
             labels: k.labels.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
             providers: allowed,
             loopback_only: k.loopback_only,

@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub ledger: Option<RawLedger>,
     /// The audit log: one JSON line per request.
     pub audit: Option<RawAudit>,
+    /// The response cache's size; policies with a `cache` section decide what goes in.
+    pub cache: Option<RawCache>,
     #[serde(default)]
     pub alerts: RawAlerts,
     /// How budgets and rate limits count a prompt before it is sent: `estimate` (default,
@@ -220,6 +222,14 @@ pub struct RawAudit {
     pub path: String,
     pub max_bytes: Option<u64>,
     pub keep: Option<u32>,
+}
+
+/// `cache: { max_bytes: 268435456 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Bytes of stored responses (default 256 MiB).
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,9 @@ pub struct Settings {
     pub prompt_tokens: super::PromptTokens,
     /// The audit log; opened at start (a reload that changes it takes effect at the next).
     pub audit: Option<AuditSettings>,
+    /// The response cache's size in bytes; built at start (a reload that changes it takes
+    /// effect at the next).
+    pub cache_max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +158,9 @@ pub struct VirtualKey {
     /// `key:<name>` and `team:<team>`: the scopes budgets and rate limits count the key
     /// under, made once here rather than on every request.
     pub scopes: [std::sync::Arc<str>; 2],
+    /// The config names a team (keys without one count under `default` for budgets, but do
+    /// not share a team's cache entries).
+    pub in_team: bool,
     pub labels: Vec<(String, String)>,
     /// Indexes into [`Snapshot::providers`]; `None` = every provider.
     pub providers: Option<Vec<usize>>,

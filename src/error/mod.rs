@@ -358,28 +358,43 @@ impl ProxyError {
     /// Renders the error in the caller's API format. This is the only place an error
     /// becomes an HTTP response.
     pub fn into_response(self, family: ApiFamily) -> Response<Body> {
+        self.render(family)
+    }
+
+    /// [`ProxyError::into_response`] without giving the error up (a single flight's leader
+    /// hands the same response to its waiters, and keeps the error for its own log line).
+    pub fn render(&self, family: ApiFamily) -> Response<Body> {
+        let (status, headers, body) = self.render_parts(family);
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// The status, headers and body of the error response.
+    pub fn render_parts(&self, family: ApiFamily) -> (StatusCode, http::HeaderMap, Bytes) {
         let status = self.status();
         let body = family.dialect().error_body(self.class(), self.code(), self.param(), &self.to_string());
-        let mut resp = json_response(status, body);
-        if let ProxyError::RateLimited(r) = &self {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs.max(1)));
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ProxyError::RateLimited(r) = self {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs.max(1)));
         }
-        if let ProxyError::CircuitOpen { retry_after_secs, .. } = &self {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from((*retry_after_secs).max(1)));
+        if let ProxyError::CircuitOpen { retry_after_secs, .. } = self {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from((*retry_after_secs).max(1)));
         }
-        if let ProxyError::SessionLimit(_) = &self {
+        if let ProxyError::SessionLimit(_) = self {
             // Waiting does not lift a session's cap: the SDKs must not retry it.
-            resp.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+            h.insert("x-should-retry", HeaderValue::from_static("false"));
         }
-        if let ProxyError::BudgetExhausted(r) = &self {
-            let h = resp.headers_mut();
+        if let ProxyError::BudgetExhausted(r) = self {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(r.resets_in_secs.max(1)));
             // The official SDKs retry 429s; a budget does not refill within their retries.
             if r.resets_in_secs > 60 {
                 h.insert("x-should-retry", HeaderValue::from_static("false"));
             }
         }
-        resp
+        (status, h, body)
     }
 }
 

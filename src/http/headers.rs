@@ -23,6 +23,8 @@ pub const POLICY: HeaderName = HeaderName::from_static("x-warden-policy");
 pub const WOULD_BLOCK: HeaderName = HeaderName::from_static("x-warden-would-block");
 pub const POLICY_VERSION: HeaderName = HeaderName::from_static("x-warden-policy-version");
 /// `provider/model` of the upstream that answered (a fallback's, when one did).
+/// `hit`, `miss` or `bypass`, when a cache policy applies.
+pub const CACHE: HeaderName = HeaderName::from_static("x-warden-cache");
 pub const UPSTREAM: HeaderName = HeaderName::from_static("x-warden-upstream");
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const API_KEY: HeaderName = HeaderName::from_static("api-key");

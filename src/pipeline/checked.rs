@@ -32,10 +32,10 @@ pub async fn checked_json(
     dialect: &'static dyn crate::provider::Dialect,
     request_bytes: usize,
     collect: Collect,
-) -> Result<(Response<Body>, Option<Usage>, Option<Output>), crate::error::ProxyError> {
+) -> Result<Checked, crate::error::ProxyError> {
     use crate::error::{ProxyError, UpstreamFailure};
     if !resp.status().is_success() || has_event_stream_type(resp.headers()) {
-        return Ok((resp, None, None));
+        return Ok(Checked { response: resp, usage: None, output: None, body: None });
     }
     let invalid = |detail: String| ProxyError::Upstream {
         provider: provider.to_string(),
@@ -96,7 +96,21 @@ pub async fn checked_json(
         Collect::ToolCalls if !mentions_tool_calls(&buf) => None,
         Collect::ToolCalls | Collect::Everything => Output::from_json(dialect.family(), &buf),
     };
-    Ok((Response::from_parts(parts, crate::http::body::full(buf)), Some(usage), output))
+    Ok(Checked {
+        response: Response::from_parts(parts, crate::http::body::full(buf.clone())),
+        usage: Some(usage),
+        output,
+        body: Some(buf),
+    })
+}
+
+/// A response after [`checked_json`].
+pub struct Checked {
+    pub response: Response<Body>,
+    pub usage: Option<Usage>,
+    pub output: Option<Output>,
+    /// The validated body of a successful JSON answer (`None`: an error or a stream).
+    pub body: Option<bytes::Bytes>,
 }
 
 /// What of the model's output a response must yield.

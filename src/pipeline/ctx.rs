@@ -75,6 +75,12 @@ pub struct RequestCtx {
     /// A policy asked the audit record to capture text: this many characters of the prompt
     /// (here, already cut) and of the output.
     pub capture: Option<(usize, String)>,
+    /// What the response cache made of the request (`None`: no cache policy applies).
+    pub cache: Option<super::cache::CacheResult>,
+    /// A hit charged against budgets (`cache.charge`): its tokens count as spent.
+    pub cache_charged: bool,
+    /// A streamed miss's lead: the stream is stored when its final event has gone out.
+    pub cache_lead: Option<Box<super::cache::Lead>>,
 }
 
 impl RequestCtx {
@@ -112,6 +118,9 @@ impl RequestCtx {
             session: None,
             audit: false,
             capture: None,
+            cache: None,
+            cache_charged: false,
+            cache_lead: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub enum Reply {
     Local(Response<Body>),
     /// Sent to a provider.
     Exchange(Exchange),
+    /// A cache hit charged against budgets: its guard settles at the stored usage.
+    Cached(Response<Body>, Guard),
 }
 
 pub struct Exchange {

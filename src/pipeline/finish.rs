@@ -84,8 +84,10 @@ impl Drop for Finish {
             }
         }
         let usage = cx.usage.unwrap_or_default();
+        // A free cache hit spent nothing: its tokens are counted as saved, not here.
+        let spent = if cx.cache == Some(super::cache::CacheResult::Hit) && !cx.cache_charged { None } else { cx.usage };
         // Cost at list price for every metered exchange, budget or not.
-        if let (Some(u), Some(model)) = (&cx.usage, cx.model_forwarded.as_deref()) {
+        if let (Some(u), Some(model)) = (&spent, cx.model_forwarded.as_deref()) {
             if let Some(price) = cx.snapshot.prices.get(model) {
                 let cost = price.cost(u);
                 if cost > 0 {
@@ -96,7 +98,7 @@ impl Drop for Finish {
                 }
             }
         }
-        if cx.usage.is_some() {
+        if spent.is_some() {
             let model = cx.model_label.as_deref().unwrap_or("none");
             let estimated = if usage.estimated { "true" } else { "false" };
             for (direction, n) in usage.directions() {
@@ -143,6 +145,7 @@ impl Drop for Finish {
             ("client_key", opt(&cx.passthrough)),
             ("team", V::S(cx.team())),
             ("stream", V::B(cx.stream)),
+            ("cache", V::S(cx.cache.map_or("-", super::cache::CacheResult::as_str))),
             ("duration_ms", V::F(ms(elapsed))),
             ("upstream_ms", V::F(ms(cx.upstream_wait))),
             ("ttfb_ms", V::F(self.ttfb.map_or(-1.0, ms))),

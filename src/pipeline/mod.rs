@@ -36,6 +36,7 @@ pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod budget;
+pub mod cache;
 pub mod checked;
 pub mod ctx;
 pub mod exchange;
@@ -84,6 +85,7 @@ where
     };
     match result {
         Ok(Reply::Local(resp)) => respond::wrap(fin, resp, None),
+        Ok(Reply::Cached(resp, guard)) => respond::wrap(fin, resp, Some((BodyTimeouts::local(), guard))),
         Ok(Reply::Exchange(x)) => respond::wrap(fin, x.response, Some((x.timeouts, x.guard))),
         Err(e) => {
             fin.cx.error_kind = Some(e.kind());
@@ -208,6 +210,18 @@ where
     if evaluated.policies.iter().any(|p| p.sessions.is_some()) {
         session::admit(app, cx, &evaluated.policies, &parts.headers, &body, &mut guard)?;
     }
+    // The cache key is made before the budgets: a budget's own output limit, set to fit
+    // what is left, changes from one request to the next and is not part of it.
+    let cache_plan = cache::plan(
+        app,
+        cx,
+        &evaluated.policies,
+        &parts.headers,
+        endpoint,
+        view.stream,
+        &body,
+        &evaluated.decision.edits,
+    );
     let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
     if evaluated.policies.iter().any(|p| !p.budgets.is_empty() || !p.rate_limits.is_empty()) {
         if endpoint.batch_item().is_some() || matches!(endpoint, Endpoint::Batches | Endpoint::Other) {
@@ -267,6 +281,17 @@ where
     cx.collect_output |= cx.audit && cx.stream;
     let usage_edit = parse::ask_for_stream_usage(endpoint, &view, &body);
     cx.strip_usage = usage_edit.is_some();
+
+    // A hit spends nothing: its guard settles with no usage, unless the policy charges hits.
+    let mut lead = None;
+    if let Some(plan) = cache_plan {
+        let charge = plan.charge();
+        match cache::lookup(app, cx, plan, routed.provider.timeouts.total).await {
+            cache::Looked::Hit(resp) if charge => return Ok(Reply::Cached(resp, guard)),
+            cache::Looked::Hit(resp) | cache::Looked::Failed(resp) => return Ok(Reply::Local(resp)),
+            cache::Looked::Miss(l) => lead = Some(l),
+        }
+    }
     let model_span = view.model_span.clone();
     drop(view);
     let body = policy::rewrite(
@@ -285,7 +310,15 @@ where
     let mut candidates = vec![resilience::Candidate { provider, credential, model: None }];
     candidates.extend(fallbacks);
     let retries = evaluated.policies.iter().find_map(|p| p.retries);
-    let answer = resilience::send(app, cx, candidates, retries, &mut request).await?;
+    let answer = match resilience::send(app, cx, candidates, retries, &mut request).await {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(l) = lead {
+                l.failed(&e, cx.family);
+            }
+            return Err(e);
+        }
+    };
     let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);
     if let Some(m) = answer.model.filter(|m| cx.model_forwarded.as_ref() != Some(m)) {
         // A fallback's model is what the upstream received, what is charged and counted.
@@ -304,7 +337,7 @@ where
         deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
     };
     let response = if endpoint.returns_json() {
-        let (resp, usage, output) = checked::checked_json(
+        let checked = checked::checked_json(
             resp,
             &timeouts,
             &provider.name,
@@ -316,11 +349,36 @@ where
                 (false, false) => checked::Collect::Nothing,
             },
         )
-        .await?;
-        cx.output = output;
+        .await;
+        let checked = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(l) = lead {
+                    l.failed(&e, cx.family);
+                }
+                return Err(e);
+            }
+        };
+        cx.output = checked.output;
         // count_tokens counts; it does not spend.
-        cx.usage = usage.filter(|_| endpoint != Endpoint::CountTokens);
-        resp
+        cx.usage = checked.usage.filter(|_| endpoint != Endpoint::CountTokens);
+        match lead.take() {
+            Some(mut l) => {
+                l.answered_by(&provider.name, cx.model_forwarded.as_deref());
+                match checked.body {
+                    Some(body) => {
+                        l.store(app, crate::cache::Format::Json, body, cx.usage.unwrap_or_default());
+                        checked.response
+                    }
+                    None if checked.response.status().is_success() => {
+                        cx.cache_lead = Some(Box::new(l));
+                        checked.response
+                    }
+                    None => cache::share_failure(l, checked.response, &timeouts, &provider.name).await?,
+                }
+            }
+            None => checked.response,
+        }
     } else {
         resp
     };

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -21,13 +21,22 @@ use super::finish::{Finish, Outcome};
 use super::stream::SseWatch;
 use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
-use crate::http::headers::{sanitize_response, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, UPSTREAM, WOULD_BLOCK};
+use crate::http::headers::{
+    sanitize_response, CACHE, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, UPSTREAM, WOULD_BLOCK,
+};
 use crate::provider::usage::Usage;
 
 /// Timeouts that apply while the body streams.
 pub struct BodyTimeouts {
     pub between_chunks: Duration,
     pub deadline: Instant,
+}
+
+impl BodyTimeouts {
+    /// For a body warden holds whole: nothing to wait for.
+    pub fn local() -> BodyTimeouts {
+        BodyTimeouts { between_chunks: Duration::from_secs(60), deadline: Instant::now() + Duration::from_secs(600) }
+    }
 }
 
 /// Finalises a response. `upstream`: the body timeouts and the exchange's guard, for a
@@ -51,6 +60,11 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
         }
     }
     parts.headers.insert(POLICY_VERSION, HeaderValue::from(fin.cx.snapshot.policies.version));
+    // Only warden says what its cache did; an upstream's own header is not passed on.
+    match fin.cx.cache {
+        Some(r) => parts.headers.insert(CACHE, HeaderValue::from_static(r.as_str())),
+        None => parts.headers.remove(CACHE),
+    };
     if let Some(h) = &fin.cx.rate_headers {
         super::ratelimit::write_headers(&mut parts.headers, h);
     }
@@ -72,6 +86,8 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
     };
     let sse = is_event_stream(&parts)
         .then(|| Box::new(SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage, fin.cx.collect_output)));
+    // A streamed miss is recorded as the upstream sent it, for the cache.
+    let tape = (sse.is_some() && fin.cx.cache_lead.is_some()).then(BytesMut::new);
     let body = Observed {
         inner: body,
         idle,
@@ -83,6 +99,7 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
         flushed: false,
         guard,
         settling: None,
+        tape,
     };
     Response::from_parts(parts, body.boxed_unsync())
 }
@@ -139,6 +156,8 @@ struct Observed {
     guard: Guard,
     /// The settlement running at the end of the body, and the last bytes waiting for it.
     settling: Option<Settling>,
+    /// A streamed cache miss, as the upstream sent it (`None` once it outgrew an entry).
+    tape: Option<BytesMut>,
 }
 
 struct Settling {
@@ -189,6 +208,13 @@ impl Observed {
                             batch.push(data);
                             continue;
                         };
+                        if let Some(t) = &mut self.tape {
+                            if t.len() + data.len() > self.fin.app.cache.max_entry_bytes() {
+                                self.tape = None;
+                            } else {
+                                t.extend_from_slice(&data);
+                            }
+                        }
                         let accepted = w.accept(data);
                         batch.push(accepted.forward);
                         if let Some(why) = accepted.failure {
@@ -248,6 +274,20 @@ impl Observed {
                     return;
                 }
             }
+        }
+    }
+
+    /// A streamed miss that reached its final event goes into the cache; any other end
+    /// stores nothing, and the flight's waiters ask for themselves.
+    fn store_stream(&mut self) {
+        let Some(lead) = self.fin.cx.cache_lead.take() else { return };
+        let whole = self.fin.outcome == Outcome::Complete && self.sse.as_ref().is_some_and(|w| w.terminal);
+        match self.tape.take().filter(|_| whole) {
+            Some(tape) => {
+                let usage = self.usage().unwrap_or_default();
+                lead.store(&self.fin.app, crate::cache::Format::Sse, tape.freeze(), usage);
+            }
+            None => lead.not_stored(),
         }
     }
 
@@ -328,6 +368,9 @@ impl http_body::Body for Observed {
         }
         let mut batch = Batch::default();
         this.gather(cx, &mut batch);
+        if this.ended && this.fin.cx.cache_lead.is_some() {
+            this.store_stream();
+        }
         let data = batch.take();
         if let Some(data) = &data {
             if this.fin.ttfb.is_none() {

@@ -48,7 +48,17 @@ pub struct Policy {
     pub sessions: Option<Sessions>,
     /// Characters of prompt and output text the audit record captures (`None`: none).
     pub audit_capture: Option<usize>,
+    pub cache: Option<CachePolicy>,
     pub mode: Mode,
+}
+
+/// A compiled `cache` section.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub ttl: std::time::Duration,
+    pub scope: super::CacheScope,
+    pub when: super::CacheWhen,
+    pub charge: bool,
 }
 
 /// A compiled `sessions` section.
@@ -360,6 +370,21 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
             }
         }),
         audit_capture: p.audit.as_ref().map(|a| cx.ceiling(&a.capture, "`audit.capture`").min(100_000) as usize),
+        cache: p.cache.as_ref().map(|c| {
+            if c.shared && c.scope != super::CacheScope::Key && c.scope != super::CacheScope::Shared {
+                cx.err(&p.name, "`cache.shared: true` contradicts `cache.scope`".to_string(), None);
+            }
+            let ttl = c.ttl.map_or(std::time::Duration::from_secs(600), |d| d.0);
+            if ttl.is_zero() {
+                cx.err(&p.name, "`cache.ttl` must be more than 0".to_string(), None);
+            }
+            CachePolicy {
+                ttl,
+                scope: if c.shared { super::CacheScope::Shared } else { c.scope },
+                when: c.when,
+                charge: c.charge,
+            }
+        }),
         mode: p.mode,
     }
 }

@@ -81,6 +81,52 @@ pub struct RawPolicy {
     pub sessions: Option<RawSessions>,
     /// What the audit log records of matching requests beyond the defaults.
     pub audit: Option<RawPolicyAudit>,
+    /// Answer repeated requests from the response cache.
+    pub cache: Option<RawPolicyCache>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyCache {
+    /// How long an answer is served from the cache (`10m`, `1h`; default 10m).
+    #[schemars(with = "Option<String>")]
+    pub ttl: Option<crate::config::Dur>,
+    /// Who shares entries: each virtual key (default), each team, or every caller.
+    #[serde(default)]
+    pub scope: CacheScope,
+    /// `true` is `scope: shared`.
+    #[serde(default)]
+    pub shared: bool,
+    /// Which requests are cached: deterministic ones (temperature 0, one choice; default)
+    /// or every request with one choice.
+    #[serde(default)]
+    pub when: CacheWhen,
+    /// Charge hits against budgets at the stored answer's usage (default: hits are free).
+    #[serde(default)]
+    pub charge: bool,
+}
+
+/// Who shares cache entries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    #[default]
+    Key,
+    /// Keys of one team share; a key without a team has its own entries.
+    Team,
+    /// Every caller of the policy shares entries.
+    Shared,
+}
+
+/// Which requests are cached.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheWhen {
+    /// `temperature: 0` (embeddings always), and no `n` or `best_of` above 1.
+    #[default]
+    Deterministic,
+    /// Any temperature, still one choice.
+    Always,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -323,7 +369,7 @@ pub struct ToolsRule {
 
 /// Sections planned for later versions: named so that a file using one gets a clear error
 /// instead of being half-applied.
-const PLANNED_SECTIONS: [&str; 3] = ["injection", "schema", "cache"];
+const PLANNED_SECTIONS: [&str; 2] = ["injection", "schema"];
 
 /// A parsed policy file and where it came from.
 pub struct LoadedFile {

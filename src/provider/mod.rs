@@ -7,6 +7,7 @@ pub mod history;
 pub mod mock;
 pub mod openai;
 pub mod output;
+pub mod replay;
 pub mod request;
 pub mod usage;
 
