@@ -88,6 +88,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<f64>,
     pub stream: bool,
+    /// `hit`, `miss` or `bypass` where a cache policy applied; a free hit has no cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// The prompt's text and the output's, cut to a policy's `audit.capture` characters;

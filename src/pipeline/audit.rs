@@ -27,7 +27,7 @@ pub fn record(fin: &mut Finish, status: u16, error: &str, elapsed: Duration) -> 
         e if BLOCKS.contains(&e) => "blocked",
         _ => "error",
     };
-    let cost = match (&cx.usage, cx.model_forwarded.as_deref()) {
+    let cost = match (&cx.spent(), cx.model_forwarded.as_deref()) {
         (Some(u), Some(model)) => cx.snapshot.prices.get(model).map(|p| p.cost(u) as f64 / crate::config::prices::PICO),
         _ => None,
     };
@@ -67,6 +67,7 @@ pub fn record(fin: &mut Finish, status: u16, error: &str, elapsed: Duration) -> 
         latency_ms: ms(elapsed),
         ttfb_ms: ttfb.map(ms),
         stream: cx.stream,
+        cache: cx.cache.map(|c| c.as_str().to_string()),
         tool_calls,
         output: cx
             .capture

@@ -158,6 +158,14 @@ impl RequestCtx {
         self.key.as_ref().map_or("none", |k| k.team.as_str())
     }
 
+    /// The usage that was spent: none for a cache hit, unless the policy charges hits.
+    pub fn spent(&self) -> Option<Usage> {
+        match self.cache {
+            Some(super::cache::CacheResult::Hit) if !self.cache_charged => None,
+            _ => self.usage,
+        }
+    }
+
     pub fn endpoint_label(&self) -> &'static str {
         self.endpoint.map_or("unknown", Endpoint::label)
     }

@@ -85,7 +85,7 @@ impl Drop for Finish {
         }
         let usage = cx.usage.unwrap_or_default();
         // A free cache hit spent nothing: its tokens are counted as saved, not here.
-        let spent = if cx.cache == Some(super::cache::CacheResult::Hit) && !cx.cache_charged { None } else { cx.usage };
+        let spent = cx.spent();
         // Cost at list price for every metered exchange, budget or not.
         if let (Some(u), Some(model)) = (&spent, cx.model_forwarded.as_deref()) {
             if let Some(price) = cx.snapshot.prices.get(model) {

@@ -15,11 +15,16 @@
 //!                                  Decision::apply turns monitored blocks into records, once;
 //!                                  each nested batch request as if sent alone
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
-//!       ─ policy::rewrite          aliases and every section's edits spliced in one pass
 //!       ─ session::admit           agent session caps: requests, tokens, wall-clock time (429)
+//!       ─ cache::plan              cacheable? key of tenant, answering model, route, canonical body
+//!       ─ ratelimit / budget       admit and reserve the worst case (429); settled in the guard
+//!       ─ cache::lookup            hit → replayed in the asked shape (free unless charged);
+//!                                  identical misses in flight → wait for the leader
+//!       ─ policy::rewrite          aliases and every section's edits spliced in one pass
 //!       ─ resilience::send         retries with backoff and jitter, circuit breakers, fallbacks;
 //!         └ upstream::send         credential swap, first-byte timeout, per attempt
-//!       ─ checked::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502)
+//!       ─ checked::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502);
+//!                                  a cache miss's answer is stored (a stream: at its final event)
 //!     → Reply::Exchange            response + outgoing request + provider + credential + guard
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB; SSE held
 //!                   to the stream failure contract (stream.rs): whole events, checked,
