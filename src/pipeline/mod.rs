@@ -46,6 +46,7 @@ pub mod checked;
 pub mod ctx;
 pub mod exchange;
 pub mod finish;
+pub mod observed;
 pub mod parse;
 pub mod policy;
 pub mod ratelimit;
