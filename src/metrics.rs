@@ -65,8 +65,9 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     /// What hits did not spend, at list price.
     pub cache_saved_usd: prometheus::Counter,
-    /// Tokens hits did not spend. Labels: direction (input, output).
-    pub cache_saved_tokens: IntCounterVec,
+    /// `warden_cache_saved_tokens_total{direction}`: tokens hits did not spend.
+    pub cache_saved_input: prometheus::IntCounter,
+    pub cache_saved_output: prometheus::IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -272,7 +273,8 @@ impl Metrics {
             cache_bytes,
             cache_entries,
             cache_saved_usd,
-            cache_saved_tokens,
+            cache_saved_input: cache_saved_tokens.with_label_values(&["input"]),
+            cache_saved_output: cache_saved_tokens.with_label_values(&["output"]),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Secrets that never print, and the SHA-256 hashing that virtual keys are stored as.
+//! Secrets that never print, the SHA-256 hashing that virtual keys are stored as, and the
+//! unguessable-enough unique numbers request and response ids are made of.
 
 use std::fmt;
 
@@ -44,6 +45,24 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 0x0f)] as char);
     }
     out
+}
+
+/// A unique, unguessable-enough number: a per-process random seed plus a counter, mixed
+/// (splitmix64), so consecutive calls give unrelated-looking values without a syscall.
+pub fn unique_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        u64::from_le_bytes(b)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

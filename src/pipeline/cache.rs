@@ -223,8 +223,8 @@ fn hit(app: &AppState, cx: &mut RequestCtx, plan: &Plan, e: &Entry) -> Option<Re
     app.metrics.cache_hit.inc();
     if !plan.policy.charge {
         let m = &app.metrics;
-        m.cache_saved_tokens.with_label_values(&["input"]).inc_by(e.usage.input);
-        m.cache_saved_tokens.with_label_values(&["output"]).inc_by(e.usage.output);
+        m.cache_saved_input.inc_by(e.usage.input);
+        m.cache_saved_output.inc_by(e.usage.output);
         if let Some(price) = cx.snapshot.prices.get(&e.meta.model) {
             m.cache_saved_usd.inc_by(price.cost(&e.usage) as f64 / crate::config::prices::PICO);
         }

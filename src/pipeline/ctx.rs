@@ -3,7 +3,6 @@
 //! and metrics).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,22 +170,9 @@ impl RequestCtx {
     }
 }
 
-/// A unique, unguessable-enough request id: a per-process random seed plus a counter, mixed.
+/// A unique, unguessable-enough request id.
 fn next_request_id() -> String {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let mut b = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-        u64::from_le_bytes(b)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // splitmix64: consecutive counters give unrelated-looking ids.
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    format!("req_{z:016x}")
+    format!("req_{:016x}", crate::secret::unique_u64())
 }
 
 #[cfg(test)]

@@ -21,7 +21,12 @@ pub fn converts(endpoint: Endpoint) -> bool {
 /// first chunk's `id` (OpenAI) or `message_start`'s `message.id` (Anthropic).
 pub fn response_id(sse: bool, body: &[u8]) -> Option<String> {
     if !sse {
-        return serde_json::from_slice::<Value>(body).ok()?.get("id")?.as_str().map(str::to_string);
+        // Only the id is read: the rest of the answer is skipped, not built.
+        #[derive(serde::Deserialize)]
+        struct Top {
+            id: Option<String>,
+        }
+        return serde_json::from_slice::<Top>(body).ok()?.id;
     }
     let mut found = None;
     let mut parser = SseParser::new(MAX_EVENT_BYTES);
@@ -57,9 +62,17 @@ pub fn with_fresh_id(body: &Bytes, old: Option<&str>) -> Bytes {
 
 fn random_tail(n: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = vec![0u8; n];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
+    let mut out = String::with_capacity(n);
+    let mut bits = 0u64;
+    for i in 0..n {
+        // Ten characters from each 64-bit draw (6 bits each).
+        if i % 10 == 0 {
+            bits = crate::secret::unique_u64();
+        }
+        out.push(char::from(ALPHABET[(bits & 63) as usize % ALPHABET.len()]));
+        bits >>= 6;
+    }
+    out
 }
 
 fn data(out: &mut BytesMut, v: &Value) {
