@@ -9,6 +9,7 @@
 # Usage: benches/budget.sh [WARDEN_BIN]     ROUNDS=3 SECONDS_RUN=10 RATE=1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${ROUNDS:-3} SECONDS_RUN=${SECONDS_RUN:-10} RATE=${RATE:-1000}
 OUT=bench-results/budget
 MOCK_PORT=18601
@@ -32,18 +33,7 @@ for variant in plain checks ledger; do
   [ $variant != plain ] && extra='prices: { mock: { input: 0.15, output: 0.60 } }'
   [ $variant = ledger ] && extra="$extra
 ledger: { path: spend.redb }"
-  cat >"$OUT/$variant/proxy.yaml" <<YAML
-server: { listen: "127.0.0.1:$port" }
-admin: { listen: "127.0.0.1:$((port + 1))" }
-providers:
-  - { name: up, kind: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: "\${BENCH_UPSTREAM_KEY}" }
-routes:
-  - { model: "mock-*", provider: up }
-keys:
-  - { name: demo, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: demo }
-policies: { dir: policies, watch: false }
-$extra
-YAML
+  { bench_yaml $port $MOCK_PORT; echo "$extra"; } >"$OUT/$variant/proxy.yaml"
   port=$((port + 2))
 done
 cat >"$OUT/checks/policies/caps.yaml" <<'YAML'
@@ -64,7 +54,6 @@ for variant in plain checks ledger; do
   port=$((port + 2))
 done
 sleep 1
-. benches/common.sh
 : >"$OUT/samples.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate the order: whatever runs after the ledger's fsyncs (or first) is not always the same.

@@ -12,6 +12,7 @@
 # Usage: benches/cache.sh [WARDEN_BIN]      ROUNDS=3 SECONDS_RUN=5 RATE=200
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${ROUNDS:-3} SECONDS_RUN=${SECONDS_RUN:-5} RATE=${RATE:-200}
 OUT=bench-results/cache
 MOCK_PORT=18901 PORT=18910
@@ -24,23 +25,11 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 "$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
 pids+=($!)
-cat >"$OUT/proxy.yaml" <<YAML
-server: { listen: "127.0.0.1:$PORT" }
-admin: { listen: "127.0.0.1:$((PORT + 1))" }
-providers:
-  - { name: up, kind: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: "\${BENCH_UPSTREAM_KEY}" }
-routes:
-  - { model: "mock-*", provider: up }
-keys:
-  - { name: demo, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: demo }
-  - { name: public-web, sha256: 76dfd30f65102d5924e08d70fca43cfc1ef108ba1ef51527fe477336a06d0f40, team: public }
-policies: { dir: policies, watch: false }
-YAML
+bench_yaml $PORT $MOCK_PORT >"$OUT/proxy.yaml"
 cp policies/cache.yaml "$OUT/policies/"
 (cd "$OUT" && BENCH_UPSTREAM_KEY=sk-bench exec "$W" serve --config proxy.yaml >warden.log 2>&1) &
 pids+=($!)
 sleep 1
-. benches/common.sh
 # The shared chat body, deterministic (temperature 0) so that the cache policy applies.
 BODY='{"model":"mock-1","temperature":0,"max_tokens":100,"messages":[{"role":"system","content":"You are a helpful assistant that answers briefly."},{"role":"user","content":"Summarise the benefits of a reverse proxy for LLM APIs in one paragraph, please."}]}'
 DEMO='authorization: Bearer sk-warden-demo' PLAIN='authorization: Bearer sk-warden-public-demo'

@@ -11,6 +11,7 @@
 # Needs oha (`cargo install oha --locked`) and nginx (installed with apt if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 
 ROUNDS=${ROUNDS:-3}
 SECONDS_RUN=${SECONDS_RUN:-5}
@@ -45,21 +46,9 @@ for p in $POLICIES; do cp "policies/$p" "$OUT/policies/"; done
 names=(nginx) ports=($NGINX_PORT)
 for i in "${!BINS[@]}"; do
   port=$((BASE_PORT + 2 * i))
-  cat >"$OUT/proxy-$i.yaml" <<EOF
-server: { listen: "127.0.0.1:$port" }
-admin: { listen: "127.0.0.1:$((port + 1))" }
-providers:
-  - { name: up, kind: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key: "\${BENCH_UPSTREAM_KEY}" }
-routes:
-  - { model: "mock-*", provider: up }
-keys:
-  - { name: demo, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: demo }
-  - { name: public-web, sha256: 76dfd30f65102d5924e08d70fca43cfc1ef108ba1ef51527fe477336a06d0f40, team: public }
-policies: { dir: policies, watch: false }
-# The mock has no price: the shipped daily budget still reserves and settles every request,
-# at cost 0, so a long run never exhausts it.
-unpriced_models: meter
-EOF
+  # The mock has no price: the shipped daily budget still reserves and settles every
+  # request, at cost 0, so a long run never exhausts it.
+  { bench_yaml $port $MOCK_PORT; echo "unpriced_models: meter"; } >"$OUT/proxy-$i.yaml"
   BENCH_UPSTREAM_KEY=sk-bench "${BINS[$i]}" serve --config "$OUT/proxy-$i.yaml" >"$OUT/warden-$i.log" 2>&1 &
   pids+=($!)
   names+=("warden[$i]=${BINS[$i]}") ports+=($port)

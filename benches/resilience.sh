@@ -10,6 +10,7 @@
 # Usage: benches/resilience.sh [WARDEN_BIN]     ROUNDS=5 SECONDS_RUN=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 ROUNDS=${ROUNDS:-5} SECONDS_RUN=${SECONDS_RUN:-5}
 OUT=bench-results/resilience
 MOCK_PORT=18801
@@ -26,28 +27,15 @@ declare -A PID PORT
 port=18810
 for variant in plain retries audit; do
   mkdir -p "$OUT/$variant/policies"
-  upstream="{ name: up, kind: openai, base_url: \"http://127.0.0.1:$MOCK_PORT/v1\", api_key: \"\${BENCH_UPSTREAM_KEY}\" }"
-  extra=""
-  [ $variant = retries ] && upstream="{ name: up, kind: openai, base_url: \"http://127.0.0.1:$MOCK_PORT/v1\", api_key: \"\${BENCH_UPSTREAM_KEY}\", retries: { max_attempts: 3, deadline: 30s }, breaker: { failures: 5, cool_down: 10s } }"
+  upstream="" extra=""
+  [ $variant = retries ] && upstream="retries: { max_attempts: 3, deadline: 30s }, breaker: { failures: 5, cool_down: 10s }"
   [ $variant = audit ] && extra="audit: { path: audit.jsonl, max_bytes: 104857600, keep: 1 }"
-  cat >"$OUT/$variant/proxy.yaml" <<YAML
-server: { listen: "127.0.0.1:$port" }
-admin: { listen: "127.0.0.1:$((port + 1))" }
-providers:
-  - $upstream
-routes:
-  - { model: "mock-*", provider: up }
-keys:
-  - { name: demo, sha256: 8e9ef33f78df530b97d2fb5a4ca04caebd524e45dd3ebc210f8c6e81122d173e, team: demo }
-policies: { dir: policies, watch: false }
-$extra
-YAML
+  { bench_yaml $port $MOCK_PORT "$upstream"; echo "$extra"; } >"$OUT/$variant/proxy.yaml"
   (cd "$OUT/$variant" && BENCH_UPSTREAM_KEY=sk-bench exec "$W" serve --config proxy.yaml >warden.log 2>&1) &
   PID[$variant]=$!; PORT[$variant]=$port; pids+=($!)
   port=$((port + 2))
 done
 sleep 1
-. benches/common.sh
 : >"$OUT/samples.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   order="plain retries audit"; [ $((round % 2)) = 0 ] && order="audit retries plain"
