@@ -18,13 +18,8 @@ MOCK_PORT=18601
 # pinned runs here were not steadier).
 PROXY_CPU="" LOAD_CPU=""
 if [ "${PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ]; then PROXY_CPU="taskset -c 1" LOAD_CPU="taskset -c 0"; fi
-command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
-[ $# -gt 0 ] || cargo build --release --quiet --bin warden
-W=$(realpath "${1:-target/release/warden}")
-rm -rf "$OUT"; mkdir -p "$OUT/plain/policies" "$OUT/checks/policies" "$OUT/ledger/policies"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+bench_begin "$@"
+mkdir -p "$OUT/plain/policies" "$OUT/checks/policies" "$OUT/ledger/policies"
 $LOAD_CPU "$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
 pids+=($!)
 port=18610

@@ -26,3 +26,15 @@ keys:
 policies: { dir: policies, watch: false }
 YAML
 }
+
+# The start every warden-only bench shares: oha present, warden built (unless a binary is
+# given: W is its absolute path), a fresh $OUT, and every process in `pids` killed on exit.
+# Usage: bench_begin "$@"     (after setting OUT)
+bench_begin() {
+  command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
+  [ $# -gt 0 ] || cargo build --release --quiet --bin warden
+  W=$(realpath "${1:-target/release/warden}")
+  rm -rf "$OUT"; mkdir -p "$OUT"
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+}

@@ -14,13 +14,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5} SECONDS_RUN=${SECONDS_RUN:-5}
 OUT=bench-results/resilience
 MOCK_PORT=18801
-command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
-[ $# -gt 0 ] || cargo build --release --quiet --bin warden
-W=$(realpath "${1:-target/release/warden}")
-rm -rf "$OUT"; mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+bench_begin "$@"
+mkdir -p "$OUT"
 "$W" mock --listen 127.0.0.1:$MOCK_PORT >"$OUT/mock.log" 2>&1 &
 pids+=($!)
 declare -A PID PORT
