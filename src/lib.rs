@@ -28,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod injection;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;

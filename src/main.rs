@@ -57,6 +57,23 @@ enum Command {
         #[command(subcommand)]
         what: AuditCommand,
     },
+    /// Measure a detector on labelled data.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// The injection scanner on JSON Lines of `{"text", "label", "family"}`: precision,
+    /// recall, F1, false-positive rate, per family, and the slowest inputs.
+    Injection {
+        file: PathBuf,
+        /// The score at which a text counts as flagged.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +115,7 @@ fn main() -> ExitCode {
         Command::HashKey => hash_key(),
         Command::Spend { json } => spend(&cli.config, json),
         Command::Audit { what } => audit(&cli.config, what),
+        Command::Eval { what: EvalCommand::Injection { file, threshold } } => eval_injection(&file, threshold),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +124,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn eval_injection(file: &std::path::Path, threshold: f32) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let report =
+        warden::injection::eval::run(&text, threshold).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let _ = std::io::stdout().lock().write_all(report.as_bytes());
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -1,0 +1,319 @@
+//! The detectors: one list of rules per attack family, each a linear-time regex over the
+//! normalised text with a weight. Rules describe a family's structure (a verb, a scope and
+//! an object within a few words; a role label at a line start; a template token), not
+//! single phrasings.
+
+/// An attack family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    InstructionOverride,
+    PromptExfiltration,
+    Roleplay,
+    TemplateTokens,
+    FakeTurns,
+    Delimiter,
+    HiddenText,
+    MarkdownExfiltration,
+    IndirectAddressing,
+    Multilingual,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::InstructionOverride => "instruction_override",
+            Family::PromptExfiltration => "system_prompt_exfiltration",
+            Family::Roleplay => "roleplay_jailbreak",
+            Family::TemplateTokens => "template_token_spoofing",
+            Family::FakeTurns => "fake_conversation_turns",
+            Family::Delimiter => "delimiter_attack",
+            Family::HiddenText => "hidden_text",
+            Family::MarkdownExfiltration => "markdown_exfiltration",
+            Family::IndirectAddressing => "indirect_addressing",
+            Family::Multilingual => "multilingual_override",
+        }
+    }
+}
+
+/// Which view a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Text,
+    Squeezed,
+}
+
+pub struct RuleDef {
+    pub id: &'static str,
+    pub family: Family,
+    pub weight: f32,
+    pub view: View,
+    pub pattern: &'static str,
+}
+
+const fn rule(id: &'static str, family: Family, weight: f32, pattern: &'static str) -> RuleDef {
+    RuleDef { id, family, weight, view: View::Text, pattern }
+}
+
+const fn squeezed(id: &'static str, family: Family, weight: f32, pattern: &'static str) -> RuleDef {
+    RuleDef { id, family, weight, view: View::Squeezed, pattern }
+}
+
+use Family::*;
+
+pub const RULES: &[RuleDef] = &[
+    // Instruction override: a verb that sets instructions aside, a scope word (all,
+    // previous, your, ...) and an object (instructions, rules, context, ...) within a few words.
+    rule(
+        "override.verb_scope_object",
+        InstructionOverride,
+        0.8,
+        r"\b(?:ignore|ignoring|disregard|forget|skip|neglect|overlook|omit|bypass|override|discard|abandon|set aside|pay no attention to|stop following|do not follow|don'?t follow|do not obey|don'?t obey)\b(?:\W+\w+){0,4}?\W+(?:all|any|every|the|your|my|these|those|previous|previously|prior|above|earlier|preceding|former|original|initial|system|existing|old|current|given|provided|foregoing|before)\b(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|directives?|rules|guidelines|commands?|orders|context|constraints|restrictions|programming|guidance|requests?|messages?|tasks?|assignments?|information|input|text|content|conversation|polic(?:y|ies)|training|safeguards|filters)\b",
+    ),
+    rule(
+        "override.new_instructions",
+        InstructionOverride,
+        0.5,
+        r"\b(?:new|updated|real|actual|revised) (?:instructions?|task|directives?|rules)\s*(?::|follow|are|is)",
+    ),
+    rule("override.from_now_on", InstructionOverride, 0.4, r"\bfrom now on,? you (?:will|are|must|shall|should)\b"),
+    rule(
+        "override.instead",
+        InstructionOverride,
+        0.35,
+        r"\b(?:instead|rather),? (?:you (?:must|should|will)|just|only) (?:say|print|output|write|respond|reply|answer|tell)\b",
+    ),
+    rule(
+        "override.that_is_done",
+        InstructionOverride,
+        0.6,
+        r"\b(?:very good|well done|great|ok(?:ay)?|perfect)[.!]? (?:that is|that's|you are|now) (?:done|finished|over)\b.{0,40}\bnow\b",
+    ),
+    squeezed(
+        "override.squeezed",
+        InstructionOverride,
+        0.75,
+        r"(?:ignore|disregard|forget)(?:all|any|the|your)?(?:previous|prior|above|earlier|preceding)(?:instructions|prompts|rules|directions|context)",
+    ),
+    // System-prompt exfiltration: a disclosure verb and the hidden prompt as its object.
+    rule(
+        "exfil.reveal_prompt",
+        PromptExfiltration,
+        0.75,
+        r"\b(?:reveal|show|print|display|output|repeat|tell|give|share|leak|disclose|write (?:out|down)?|list|dump|spell|recite|provide|return|translate|summari[sz]e|what (?:is|are|was|were))\b.{0,40}\b(?:your|the|my|initial|original|hidden|secret|system|internal|above|previous|full|exact|complete)\b.{0,25}\b(?:system (?:prompt|message|instructions?)|(?:initial|original|hidden|secret|internal|pre-?)\s?(?:prompt|instructions?)|prompt (?:text|above)|instructions (?:above|you were given|given to you)|password|passphrase|secret (?:key|word|code))",
+    ),
+    rule(
+        "exfil.words_above",
+        PromptExfiltration,
+        0.75,
+        r"\b(?:repeat|print|output|copy|write|return)\b.{0,30}\b(?:everything|all|the (?:text|words|lines|content)|words)\b.{0,20}\b(?:above|before this|so far|preceding)\b",
+    ),
+    rule(
+        "exfil.secret_password",
+        PromptExfiltration,
+        0.6,
+        r"\b(?:the|your|a|that) (?:secret )?(?:password|passphrase|secret word|secret key)\b.{0,40}\b(?:given|told|know|have|were|protect|guard|hold)\b",
+    ),
+    squeezed(
+        "exfil.squeezed",
+        PromptExfiltration,
+        0.75,
+        r"(?:reveal|print|show|repeat|output)(?:your|the)(?:systemprompt|systemmessage|initialinstructions|hiddeninstructions)",
+    ),
+    // Role-play and persona jailbreaks: removing the model's limits, not playing a role.
+    rule(
+        "persona.dan",
+        Roleplay,
+        0.7,
+        r"\b(?:dan|stan|dude|aim|kevin|mongo tom|evil ?bot)\b.{0,80}\b(?:do anything now|no (?:restrictions|limits|rules|filters)|anything now|jailbr(?:eak|oken)|without (?:any )?(?:restrictions|censorship|limits))",
+    ),
+    rule("persona.do_anything_now", Roleplay, 0.7, r"\bdo anything now\b"),
+    rule(
+        "persona.developer_mode",
+        Roleplay,
+        0.7,
+        r"\b(?:developer|dev|god|debug|unrestricted|jailbreak|jailbroken|evil|opposite|unfiltered|uncensored|dan) mode\b",
+    ),
+    rule(
+        "persona.no_limits",
+        Roleplay,
+        0.6,
+        r"\b(?:no|without|free (?:of|from)|not bound by|break(?:ing)? free (?:of|from)|ignore|ignores|doesn'?t (?:have|follow|care about)|does not (?:have|follow|care about)|don'?t have|do not have|unbound by|beyond|outside)\b.{0,30}\b(?:ethic(?:s|al)|moral(?:s|ity)?|restrictions|limitations|censorship|filters?|guidelines|content polic(?:y|ies)|openai'?s? polic(?:y|ies)|rules|boundaries|safeguards|constraints|legalit(?:y|ies))\b",
+    ),
+    rule(
+        "persona.never_refuse",
+        Roleplay,
+        0.6,
+        r"\b(?:never|not|won'?t|cannot|can'?t|will not|must not|do not|don'?t) (?:refuse|decline|reject|say (?:no|that you can'?t)|warn|apologi[sz]e)\b",
+    ),
+    rule("persona.stay_in_character", Roleplay, 0.5, r"\b(?:stay|remain|break(?:ing)?) (?:in|out of|of) character\b"),
+    rule(
+        "persona.jailbreak_word",
+        Roleplay,
+        0.5,
+        r"\bjailbr(?:eak|oken)\b.{0,60}\b(?:you|chatgpt|ai|assistant|model|gpt)\b",
+    ),
+    rule(
+        "persona.not_an_ai",
+        Roleplay,
+        0.5,
+        r"\b(?:you are|you're) (?:now |no longer )?(?:an? )?(?:unrestricted|unfiltered|uncensored|amoral|immoral|unethical|evil|free)\b",
+    ),
+    rule(
+        "persona.anything_goes",
+        Roleplay,
+        0.4,
+        r"\b(?:can|will|must|should|is able to) (?:say|do|generate|write|answer) anything\b",
+    ),
+    rule(
+        "persona.two_responses",
+        Roleplay,
+        0.5,
+        r"\b(?:two|2) (?:different )?(?:responses|answers|paragraphs)\b.{0,120}\b(?:normal|classic|standard|jailbr|dan|unfiltered)",
+    ),
+    // Chat-template and role tokens: structure, not words.
+    rule(
+        "template.special_tokens",
+        TemplateTokens,
+        0.9,
+        r"<\|(?:im_start|im_end|system|user|assistant|endoftext|begin_of_text|start_header_id|end_header_id|eot_id)\|>",
+    ),
+    rule(
+        "template.inst",
+        TemplateTokens,
+        0.85,
+        r"\[/?inst\]|<</?sys>>|<start_of_turn>|<end_of_turn>|\[system\]\(#|\{\{#system~\}\}",
+    ),
+    // Fake conversation turns: a role label at a line start, or Claude's turn markers.
+    rule("turns.human_assistant", FakeTurns, 0.7, r"\n\s*\n\s*(?:human|assistant)\s*:"),
+    rule(
+        "turns.system_line",
+        FakeTurns,
+        0.6,
+        r"(?:^|\n)\s*(?:system|\[system\]|\(system\)|system message|system note|system override|admin|developer)\s*:",
+    ),
+    rule(
+        "turns.role_headers",
+        FakeTurns,
+        0.6,
+        r"(?:^|\n)\s*#{2,}\s*(?:instruction|system|response|assistant|user)s?\b",
+    ),
+    // Delimiters that close the app's context, then a new instruction.
+    rule(
+        "delimiter.close_then_instruct",
+        Delimiter,
+        0.6,
+        r#"(?:-{3,}|={3,}|#{3,}|\*{3,}|"{3}|'{3}|`{3}|\]\]|\}\}|</\w+>)\s*(?:end of (?:text|input|document|context|prompt|user input)|new (?:instructions?|task|prompt)|system|now (?:ignore|forget|you))"#,
+    ),
+    rule(
+        "delimiter.end_of",
+        Delimiter,
+        0.5,
+        r"\b(?:end of|ignore the) (?:the )?(?:document|text|input|context|prompt|article|email|data)\b.{0,40}\b(?:now|new|instead|you must|follow)\b",
+    ),
+    // Markdown image or link whose URL carries data in its query.
+    rule(
+        "markdown.image_data",
+        MarkdownExfiltration,
+        0.8,
+        r"!\[[^\]]{0,100}\]\(\s*https?://[^)\s]{1,200}[?&][\w.-]{1,30}=(?:[^)\s&]{0,40}(?:\{|\[|%7b|\$|<)|[^)\s&]{24,})",
+    ),
+    rule(
+        "markdown.render_with",
+        MarkdownExfiltration,
+        0.7,
+        r"!\[[^\]]{0,60}\]\(\s*https?://[^)]*\)[^\n]{0,120}\b(?:replace|append|include|with|containing|fill)\b.{0,60}\b(?:conversation|chat|history|password|secret|prompt|data|information|message)\b",
+    ),
+    rule(
+        "markdown.append_query",
+        MarkdownExfiltration,
+        0.7,
+        r"\b(?:append|add|include|encode|put)\b.{0,60}\b(?:conversation|chat history|previous messages?|password|secret|system prompt|user'?s? data|personal (?:data|information))\b.{0,80}\b(?:url|query|link|image|parameter)\b",
+    ),
+    // Text addressed to the model from inside data (tool results, documents, pages).
+    rule(
+        "indirect.note_to_ai",
+        IndirectAddressing,
+        0.75,
+        r"\b(?:note|message|instructions?|attention|important|notice|reminder) (?:to|for) (?:the |any )?(?:ai|assistant|model|llm|agent|chatbot|bot|language model|gpt|claude)\b",
+    ),
+    rule("indirect.important_tag", IndirectAddressing, 0.7, r"<(?:important|system|instructions?|admin|secret)>"),
+    rule(
+        "indirect.dont_tell_user",
+        IndirectAddressing,
+        0.7,
+        r"\b(?:do not|don'?t|never|without) (?:tell|telling|inform|informing|mention|mentioning|reveal|revealing|alert|alerting|notify|notifying) (?:this )?(?:to )?(?:the )?user\b",
+    ),
+    rule(
+        "indirect.if_you_are_ai",
+        IndirectAddressing,
+        0.7,
+        r"\bif you are (?:an? )?(?:ai|assistant|language model|llm|agent|chatbot|bot)\b",
+    ),
+    rule(
+        "indirect.ai_must",
+        IndirectAddressing,
+        0.5,
+        r"\b(?:ai|assistant|agent|model|chatbot),? (?:you )?(?:must|should|need to|are (?:required|instructed) to)\b",
+    ),
+    rule(
+        "indirect.send_data",
+        IndirectAddressing,
+        0.6,
+        r"\b(?:send|forward|email|post|upload|transfer|exfiltrate)\b.{0,60}\b(?:password|credentials?|api key|token|secrets?|conversation|chat history|personal data|files?|contacts)\b.{0,40}\b(?:to|at)\b.{0,20}(?:https?://|[\w.-]+@[\w-]+\.|attacker|evil)",
+    ),
+    // Override phrases in other languages (de, fr, es, pt, it, ru, zh, ja).
+    rule(
+        "i18n.de",
+        Multilingual,
+        0.8,
+        r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie|missachte)\b.{0,40}\b(?:alle|vorherigen?|bisherigen?|obigen?|vorigen?|anweisungen|aufgaben|angaben|befehle|regeln|informationen)\b",
+    ),
+    rule(
+        "i18n.de_new_task",
+        Multilingual,
+        0.6,
+        r"\b(?:nun|jetzt) (?:folgen|kommt|kommen) (?:neue|eine neue|weitere) (?:aufgabe|aufgaben|anweisung|anweisungen)\b",
+    ),
+    rule(
+        "i18n.fr",
+        Multilingual,
+        0.8,
+        r"\b(?:ignore[zr]?|oublie[zr]?|ne tiens? pas compte)\b.{0,40}\b(?:toutes?|tous|les|précédentes?|precedentes?|instructions|consignes|règles|regles)\b",
+    ),
+    rule(
+        "i18n.es",
+        Multilingual,
+        0.8,
+        r"\b(?:ignora|ignore|olvida|olvide|olvídate|omite)\b.{0,40}\b(?:todas?|las|los|anteriores|previas|instrucciones|reglas|indicaciones)\b",
+    ),
+    rule(
+        "i18n.pt",
+        Multilingual,
+        0.8,
+        r"\b(?:ignore|ignora|esqueça|esqueca|desconsidere)\b.{0,40}\b(?:todas?|as|os|anteriores|prévias|previas|instruções|instrucoes|regras)\b",
+    ),
+    rule(
+        "i18n.it",
+        Multilingual,
+        0.8,
+        r"\b(?:ignora|dimentica|trascura|non seguire)\b.{0,40}\b(?:tutte?|le|precedenti|istruzioni|regole|indicazioni)\b",
+    ),
+    rule(
+        "i18n.ru",
+        Multilingual,
+        0.8,
+        r"(?:игнорируй|игнорируйте|забудь|забудьте|не обращай внимания на|проигнорируй)\s*.{0,40}(?:все|предыдущие|прошлые|инструкции|указания|правила)",
+    ),
+    rule(
+        "i18n.zh",
+        Multilingual,
+        0.8,
+        r"(?:忽略|无视|無視|忘记|忘記|不要理会|忽视)\s*.{0,12}(?:之前|以前|上面|先前|所有|全部)?\s*.{0,6}(?:指令|指示|说明|說明|规则|規則|提示|要求|命令)",
+    ),
+    rule(
+        "i18n.ja",
+        Multilingual,
+        0.8,
+        r"(?:(?:以前|前|上記|これまで|すべて|全て)の.{0,6}(?:指示|命令|ルール|プロンプト)を.{0,4}(?:無視|忘れ))|(?:指示を無視)",
+    ),
+];
