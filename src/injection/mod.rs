@@ -13,7 +13,8 @@ pub mod rules;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use regex::Regex;
+use aho_corasick::AhoCorasick;
+use regex::bytes::Regex;
 use rules::{Family, View, RULES};
 
 /// One matched rule.
@@ -50,17 +51,48 @@ impl Report {
 }
 
 struct Compiled {
-    rules: Vec<(usize, Regex)>,
+    /// By rule index; `None` for a rule that did not compile (a test checks there are none).
+    rules: Vec<Option<Regex>>,
+    /// The anchors of every rule, and for each anchor the rules it arms.
+    anchors: Option<AhoCorasick>,
+    armed: Vec<Vec<usize>>,
 }
 
-static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled {
-    rules: RULES
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
+    let rules = RULES
         .iter()
-        .enumerate()
-        // The rules are constants, checked by a test: one that does not compile is skipped.
-        .filter_map(|(i, r)| regex::RegexBuilder::new(r.pattern).size_limit(1 << 22).build().ok().map(|re| (i, re)))
-        .collect(),
+        .map(|r| {
+            // Byte regexes without Unicode classes for the ASCII rules: `.`, `\w` and `\b`
+            // as bytes keep the DFA small (Unicode ones make it many times slower to build).
+            regex::bytes::RegexBuilder::new(r.pattern).unicode(!r.pattern.is_ascii()).size_limit(1 << 22).build().ok()
+        })
+        .collect();
+    let mut literals: Vec<&str> = Vec::new();
+    let mut armed: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in RULES.iter().enumerate() {
+        for a in rules::ANCHORS.iter().filter(|(id, _)| *id == r.id).flat_map(|(_, a)| a.iter()) {
+            match literals.iter().position(|l| l == a) {
+                Some(at) => armed[at].push(i),
+                None => {
+                    literals.push(a);
+                    armed.push(vec![i]);
+                }
+            }
+        }
+    }
+    // Built from constants (a test checks it builds).
+    let anchors =
+        aho_corasick::AhoCorasickBuilder::new().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(&literals).ok();
+    Compiled { rules, anchors, armed }
 });
+
+/// How far around an anchor a rule's regex looks (its matches are shorter than this).
+const WINDOW: usize = 320;
+
+/// Compiles the rules now rather than on the first scan.
+pub fn warm() {
+    LazyLock::force(&COMPILED);
+}
 
 /// Scans one text.
 pub fn scan(text: &str) -> Report {
@@ -90,17 +122,52 @@ pub fn scan(text: &str) -> Report {
     report
 }
 
+/// Runs every rule armed by an anchor in `text` or `squeezed`, on the merged windows around
+/// its anchors: the work stays linear in the text, whatever it holds.
 fn match_rules(text: &str, squeezed: &str, hidden: bool, hits: &mut Vec<Hit>) {
-    for (i, re) in &COMPILED.rules {
-        let r = &RULES[*i];
-        let view = match r.view {
-            View::Text => text,
-            View::Squeezed => squeezed,
-        };
-        if let Some(m) = re.find(view) {
-            hits.push(Hit { rule: r.id, family: r.family, span: (m.start(), m.end()), hidden });
+    let c = &*COMPILED;
+    let Some(anchors) = &c.anchors else { return };
+    for (view_kind, view) in [(View::Text, text), (View::Squeezed, squeezed)] {
+        // Per rule, the windows to search, merged as they come (anchors arrive in order).
+        let mut windows: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+        for m in anchors.find_overlapping_iter(view) {
+            for &rule in &c.armed[m.pattern().as_usize()] {
+                if RULES[rule].view != view_kind {
+                    continue;
+                }
+                let from = floor_boundary(view, m.start().saturating_sub(WINDOW));
+                let to = ceil_boundary(view, (m.end() + WINDOW).min(view.len()));
+                let w = windows.entry(rule).or_default();
+                match w.last_mut() {
+                    Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                    _ => w.push((from, to)),
+                }
+            }
+        }
+        for (rule, spans) in windows {
+            let Some(re) = &c.rules[rule] else { continue };
+            let found = spans.iter().find_map(|&(from, to)| {
+                re.find(&view.as_bytes()[from..to]).map(|m| (from + m.start(), from + m.end()))
+            });
+            if let Some(span) = found {
+                hits.push(Hit { rule: RULES[rule].id, family: RULES[rule].family, span, hidden });
+            }
         }
     }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -113,7 +180,10 @@ mod tests {
 
     #[test]
     fn every_rule_compiles() {
-        assert_eq!(COMPILED.rules.len(), RULES.len());
+        assert!(COMPILED.rules.iter().all(Option::is_some) && COMPILED.anchors.is_some());
+        for r in RULES {
+            assert!(rules::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty()), "{} has no anchors", r.id);
+        }
         let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
         ids.sort_unstable();
         ids.dedup();
