@@ -73,6 +73,9 @@ enum EvalCommand {
         /// The score at which a text counts as flagged.
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
+        /// Also print up to N misclassified rows (missed injections, false positives).
+        #[arg(long, default_value_t = 0)]
+        show: usize,
     },
 }
 
@@ -115,7 +118,9 @@ fn main() -> ExitCode {
         Command::HashKey => hash_key(),
         Command::Spend { json } => spend(&cli.config, json),
         Command::Audit { what } => audit(&cli.config, what),
-        Command::Eval { what: EvalCommand::Injection { file, threshold } } => eval_injection(&file, threshold),
+        Command::Eval { what: EvalCommand::Injection { file, threshold, show } } => {
+            eval_injection(&file, threshold, show)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,10 +131,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn eval_injection(file: &std::path::Path, threshold: f32) -> anyhow::Result<()> {
+fn eval_injection(file: &std::path::Path, threshold: f32, show: usize) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let report =
-        warden::injection::eval::run(&text, threshold).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        warden::injection::eval::run(&text, threshold, show).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let _ = std::io::stdout().lock().write_all(report.as_bytes());
     Ok(())
 }

@@ -25,7 +25,8 @@ struct Counts {
 
 /// Scores every row at `threshold` and renders the report as Markdown tables. Errors name
 /// the line that is not a row.
-pub fn run(jsonl: &str, threshold: f32) -> Result<String, String> {
+pub fn run(jsonl: &str, threshold: f32, show: usize) -> Result<String, String> {
+    let mut wrong: Vec<String> = Vec::new();
     let mut by_family: BTreeMap<(u8, String), Counts> = BTreeMap::new();
     let (mut tp, mut fp, mut fn_, mut tn) = (0usize, 0usize, 0usize, 0usize);
     let mut timings: Vec<(Duration, usize, usize)> = Vec::new();
@@ -47,9 +48,18 @@ pub fn run(jsonl: &str, threshold: f32) -> Result<String, String> {
         total_time += took;
         bytes += row.text.len();
         timings.push((took, n + 1, row.text.len()));
-        let c = by_family.entry((row.label, row.family)).or_default();
+        let c = by_family.entry((row.label, row.family.clone())).or_default();
         c.rows += 1;
         c.flagged += usize::from(flagged);
+        if (row.label == 1) != flagged && wrong.len() < show {
+            let cut: String = row.text.chars().take(160).collect::<String>().replace('\n', " ");
+            wrong.push(format!(
+                "  line {} ({}, {}): {cut}",
+                n + 1,
+                row.family,
+                if flagged { "false positive" } else { "missed" }
+            ));
+        }
         match (row.label == 1, flagged) {
             (true, true) => tp += 1,
             (true, false) => fn_ += 1,
@@ -97,6 +107,12 @@ pub fn run(jsonl: &str, threshold: f32) -> Result<String, String> {
     for (took, line, len) in timings.iter().take(5) {
         let _ = writeln!(out, "  line {line}: {len} bytes, {:.0} µs", took.as_secs_f64() * 1e6);
     }
+    if !wrong.is_empty() {
+        let _ = writeln!(out, "\nmisclassified:");
+        for w in wrong {
+            let _ = writeln!(out, "{w}");
+        }
+    }
     Ok(out)
 }
 
@@ -110,9 +126,9 @@ mod tests {
             r#"{"text":"What is the capital of France?","label":0,"family":"benign_general"}"#,
             "\n"
         );
-        let out = super::run(rows, 0.5).unwrap();
+        let out = super::run(rows, 0.5, 0).unwrap();
         assert!(out.contains("| 100.0% | 100.0% | 1.000 | 0.0% (0 of 1) |"), "{out}");
         assert!(out.contains("| instruction_override | 1 | 1 | 100.0% recall |"), "{out}");
-        assert!(super::run("{not json", 0.5).unwrap_err().starts_with("line 1:"));
+        assert!(super::run("{not json", 0.5, 0).unwrap_err().starts_with("line 1:"));
     }
 }

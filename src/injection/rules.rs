@@ -94,6 +94,38 @@ pub const RULES: &[RuleDef] = &[
         0.75,
         r"(?:ignore|disregard|forget)(?:all|any|the|your)?(?:previous|prior|above|earlier|preceding)(?:instructions|prompts|rules|directions|context)",
     ),
+    // Setting everything said so far aside, without naming instructions.
+    rule(
+        "override.everything",
+        InstructionOverride,
+        0.7,
+        r"\b(?:ignore|disregard|forget|vergiss|abandon|drop|leave|remove|delete|erase|clear)\b(?:\W+(?:about|all|of|the|your|my))*\W+(?:everything|anything|all (?:that|this|of (?:that|this|it)|your thoughts|previous|prior|the previous|the above)|above|what (?:i|you|we) (?:said|told|wrote|discussed)|alles)\b(?:\W+\w+){0,4}?\W*(?:above|before|beforehand|previously|so far|earlier|said|told|discussed|gesagte|davor|behind|and|,|\.|!|$)",
+    ),
+    rule(
+        "override.change_instructions",
+        InstructionOverride,
+        0.6,
+        r"\b(?:change|replace|update|rewrite|overwrite|ignore|drop|disregard)\b\W+(?:your|the|all your|all of your)\W+(?:instructions|directions|directives|rules|programming|guidelines|thoughts)\b",
+    ),
+    // The prompt asked for by what it is: the instructions given, the text above.
+    rule(
+        "exfil.your_instructions",
+        PromptExfiltration,
+        0.7,
+        r"\b(?:list|print|show|display|output|repeat|tell|give|return|reveal|spell ?-?check|explain|dump|write|respond with|provide)\b(?:\W+\w+){0,5}?\W+(?:your|the|all|every|initial|initials|starting|original|complete|full|entire)\W+(?:(?:list of|set of|words in|words of) (?:your )?)?(?:instructions?|directions|commands|configuration|initiali[sz]ation(?: string)?|system (?:configuration|settings))\b",
+    ),
+    rule(
+        "exfil.text_above",
+        PromptExfiltration,
+        0.7,
+        r"\b(?:print|repeat|output|spell ?-?check|copy|show|display|write|translate|what is written|what'?s written)\b(?:\W+\w+){0,6}?\W+(?:(?:the )?(?:text|prompt|conversation|words|instructions|message|everything) above|above (?:text|prompt|instructions)|(?:this|the) (?:entire|whole) (?:conversation|prompt)|(?:entire|whole) conversation)\b",
+    ),
+    rule(
+        "exfil.told_before",
+        PromptExfiltration,
+        0.6,
+        r"\b(?:what (?:were you|have you been|are you) (?:told|instructed|given|not supposed to (?:tell|say|reveal))|(?:i|you) (?:was|were) instructed to|the system prompt is|system_?prompt)\b",
+    ),
     // System-prompt exfiltration: a disclosure verb and the hidden prompt as its object.
     rule(
         "exfil.reveal_prompt",
@@ -347,6 +379,38 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("override.instead", &["instead", "rather"]),
     ("override.that_is_done", &["done", "finished", "over"]),
     ("override.squeezed", &["ignore", "disregard", "forget"]),
+    (
+        "override.everything",
+        &[
+            "everything",
+            "anything",
+            "all that",
+            "all this",
+            "all of",
+            "all your thoughts",
+            "all previous",
+            "all prior",
+            "all the",
+            "above",
+            "what i",
+            "what you",
+            "what we",
+            "alles",
+        ],
+    ),
+    (
+        "override.change_instructions",
+        &["instructions", "directions", "directives", "rules", "programming", "guidelines", "thoughts"],
+    ),
+    (
+        "exfil.your_instructions",
+        &["instruction", "directions", "commands", "configuration", "initiali", "system settings"],
+    ),
+    ("exfil.text_above", &["above", "entire", "whole"]),
+    (
+        "exfil.told_before",
+        &["told", "instructed", "given", "not supposed", "system prompt is", "systemprompt", "system_prompt"],
+    ),
     ("exfil.reveal_prompt", &["prompt", "instruction", "password", "passphrase", "secret", "system message"]),
     ("exfil.words_above", &["above", "before this", "so far", "preceding"]),
     ("exfil.secret_password", &["password", "passphrase", "secret word", "secret key"]),
