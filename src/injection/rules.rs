@@ -300,6 +300,13 @@ pub const RULES: &[RuleDef] = &[
         0.8,
         r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie|missachte)\b.{0,40}\b(?:alle|vorherigen?|bisherigen?|obigen?|vorigen?|anweisungen|aufgaben|angaben|befehle|regeln|informationen)\b",
     ),
+    // German puts the verb last: the earlier instructions first, then "ignorieren".
+    rule(
+        "i18n.de_object_first",
+        Multilingual,
+        0.8,
+        r"(?:obigen|vorherigen|vorangegangenen|bisherigen|vorigen|früheren)\W+(?:\w+\W+){0,2}?(?:ausführungen|anweisungen|instruktionen|aufgaben|informationen|angaben|befehle|regeln)\W+(?:\w+\W+){0,8}?(?:ignorieren|vergessen|streichen|missachten|übergehen)|abweichend (?:zu|von) (?:den )?(?:vorherigen|obigen|bisherigen) (?:instruktionen|anweisungen)",
+    ),
     rule(
         "i18n.de_new_task",
         Multilingual,
@@ -462,6 +469,7 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("indirect.ai_must", &["must", "should", "need to", "required to", "instructed to"]),
     ("indirect.send_data", &["send", "forward", "email", "post", "upload", "transfer", "exfiltrat"]),
     ("i18n.de", &["vergiss", "vergessen", "ignorier", "missacht"]),
+    ("i18n.de_object_first", &["obigen", "vorherigen", "vorangegangenen", "bisherigen", "vorigen", "früheren"]),
     ("i18n.de_new_task", &["folgen", "kommt", "kommen"]),
     ("i18n.fr", &["ignore", "oublie", "tiens pas compte"]),
     ("i18n.es", &["ignora", "ignore", "olvid", "omite"]),
