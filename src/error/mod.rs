@@ -358,12 +358,6 @@ impl ProxyError {
     /// Renders the error in the caller's API format. This is the only place an error
     /// becomes an HTTP response.
     pub fn into_response(self, family: ApiFamily) -> Response<Body> {
-        self.render(family)
-    }
-
-    /// [`ProxyError::into_response`] without giving the error up (a single flight's leader
-    /// hands the same response to its waiters, and keeps the error for its own log line).
-    pub fn render(&self, family: ApiFamily) -> Response<Body> {
         let (status, headers, body) = self.render_parts(family);
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
@@ -371,7 +365,9 @@ impl ProxyError {
         resp
     }
 
-    /// The status, headers and body of the error response.
+    /// The status, headers and body of the error response, without giving the error up (a
+    /// single flight's leader hands the same response to its waiters and keeps the error for
+    /// its own log line).
     pub fn render_parts(&self, family: ApiFamily) -> (StatusCode, http::HeaderMap, Bytes) {
         let status = self.status();
         let body = family.dialect().error_body(self.class(), self.code(), self.param(), &self.to_string());

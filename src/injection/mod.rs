@@ -21,6 +21,8 @@ use rules::{Family, View, RULES};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub rule: &'static str,
+    /// Into [`RULES`].
+    pub index: usize,
     pub family: Family,
     /// The match's byte range in the view it was found in (never the text itself).
     pub span: (usize, usize),
@@ -100,12 +102,11 @@ pub fn scan(text: &str) -> Report {
     let mut report = Report::default();
     match_rules(&views.text, &views.squeezed, false, &mut report.hits);
     for hidden in &views.hidden {
-        let squeezed: String = hidden.chars().filter(|c| c.is_alphanumeric()).collect();
-        match_rules(hidden, &squeezed, true, &mut report.hits);
+        match_rules(hidden, &normalize::squeeze(hidden), true, &mut report.hits);
     }
     let mut product: BTreeMap<Family, f32> = BTreeMap::new();
     for h in &report.hits {
-        let w = RULES.iter().find(|r| r.id == h.rule).map_or(0.0, |r| r.weight);
+        let w = RULES[h.index].weight;
         let w = if h.hidden { w.max(0.85) } else { w };
         *product.entry(h.family).or_insert(1.0) *= 1.0 - w;
     }
@@ -150,7 +151,7 @@ fn match_rules(text: &str, squeezed: &str, hidden: bool, hits: &mut Vec<Hit>) {
                 re.find(&view.as_bytes()[from..to]).map(|m| (from + m.start(), from + m.end()))
             });
             if let Some(span) = found {
-                hits.push(Hit { rule: RULES[rule].id, family: RULES[rule].family, span, hidden });
+                hits.push(Hit { rule: RULES[rule].id, index: rule, family: RULES[rule].family, span, hidden });
             }
         }
     }

@@ -134,7 +134,7 @@ fn fold_confusables(text: &str) -> String {
 }
 
 /// Letters and digits only, leetspeak folded.
-fn squeeze(text: &str) -> String {
+pub(super) fn squeeze(text: &str) -> String {
     text.chars()
         .filter_map(|c| match c {
             '0' => Some('o'),

@@ -241,7 +241,7 @@ pub struct Lead {
 
 impl Lead {
     /// A fallback answered: its answer is stored under its own provider and model.
-    pub fn answered_by(&mut self, provider: &str, model: Option<&str>) {
+    fn answered_by(&mut self, provider: &str, model: Option<&str>) {
         self.plan.meta.provider = provider.to_string();
         if let Some(m) = model {
             self.plan.meta.model = m.to_string();
@@ -278,16 +278,50 @@ impl Lead {
     }
 
     /// The call failed with warden's own error: the waiters get the same response.
-    pub fn failed(self, e: &ProxyError, family: crate::provider::ApiFamily) {
+    fn failed(self, e: &ProxyError, family: crate::provider::ApiFamily) {
         let (status, headers, body) = e.render_parts(family);
         self.fail(Failure { status, headers, body });
     }
 
     /// The upstream answered with an error: the waiters get a copy of it.
-    pub fn fail(mut self, f: Failure) {
+    fn fail(mut self, f: Failure) {
         if let Some(flight) = self.flight.take() {
             flight.land(Landed::Failed(std::sync::Arc::new(f)));
         }
+    }
+}
+
+/// A failed call's error, handed to the flight's waiters too; returned for the leader.
+pub fn share_error(lead: &mut Option<Lead>, e: ProxyError, family: crate::provider::ApiFamily) -> ProxyError {
+    if let Some(l) = lead.take() {
+        l.failed(&e, family);
+    }
+    e
+}
+
+/// What a miss's leader does with the upstream's answer: stores a JSON body now, leaves a
+/// stream's lead in `cx` for the body wrapper (stored at its final event), and copies an
+/// error for the waiters. `body`: the validated body of a successful JSON answer.
+pub async fn answered(
+    app: &AppState,
+    cx: &mut RequestCtx,
+    mut lead: Lead,
+    response: Response<Body>,
+    body: Option<Bytes>,
+    t: &super::respond::BodyTimeouts,
+    provider: &str,
+) -> Result<Response<Body>, ProxyError> {
+    lead.answered_by(provider, cx.model_forwarded.as_deref());
+    match body {
+        Some(body) => {
+            lead.store(app, Format::Json, body, cx.usage.unwrap_or_default());
+            Ok(response)
+        }
+        None if response.status().is_success() => {
+            cx.cache_lead = Some(Box::new(lead));
+            Ok(response)
+        }
+        None => share_failure(lead, response, t, provider).await,
     }
 }
 
@@ -296,7 +330,7 @@ const MAX_SHARED_ERROR_BYTES: usize = 1 << 20;
 
 /// Reads the upstream's error response whole (it is small), hands a copy to the flight's
 /// waiters, and returns it for the leader's own client.
-pub async fn share_failure(
+async fn share_failure(
     lead: Lead,
     resp: Response<Body>,
     t: &super::respond::BodyTimeouts,

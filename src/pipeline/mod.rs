@@ -316,15 +316,9 @@ where
     let mut candidates = vec![resilience::Candidate { provider, credential, model: None }];
     candidates.extend(fallbacks);
     let retries = evaluated.policies.iter().find_map(|p| p.retries);
-    let answer = match resilience::send(app, cx, candidates, retries, &mut request).await {
-        Ok(a) => a,
-        Err(e) => {
-            if let Some(l) = lead {
-                l.failed(&e, cx.family);
-            }
-            return Err(e);
-        }
-    };
+    let answer = resilience::send(app, cx, candidates, retries, &mut request)
+        .await
+        .map_err(|e| cache::share_error(&mut lead, e, cx.family))?;
     let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);
     if let Some(m) = answer.model.filter(|m| cx.model_forwarded.as_ref() != Some(m)) {
         // A fallback's model is what the upstream received, what is charged and counted.
@@ -356,33 +350,12 @@ where
             },
         )
         .await;
-        let checked = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(l) = lead {
-                    l.failed(&e, cx.family);
-                }
-                return Err(e);
-            }
-        };
+        let checked = checked.map_err(|e| cache::share_error(&mut lead, e, cx.family))?;
         cx.output = checked.output;
         // count_tokens counts; it does not spend.
         cx.usage = checked.usage.filter(|_| endpoint != Endpoint::CountTokens);
-        match lead.take() {
-            Some(mut l) => {
-                l.answered_by(&provider.name, cx.model_forwarded.as_deref());
-                match checked.body {
-                    Some(body) => {
-                        l.store(app, crate::cache::Format::Json, body, cx.usage.unwrap_or_default());
-                        checked.response
-                    }
-                    None if checked.response.status().is_success() => {
-                        cx.cache_lead = Some(Box::new(l));
-                        checked.response
-                    }
-                    None => cache::share_failure(l, checked.response, &timeouts, &provider.name).await?,
-                }
-            }
+        match lead {
+            Some(l) => cache::answered(app, cx, l, checked.response, checked.body, &timeouts, &provider.name).await?,
             None => checked.response,
         }
     } else {
