@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod provider;
 pub mod ratelimit;
+pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod sessions;

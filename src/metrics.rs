@@ -30,6 +30,11 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     /// Policy rule outcomes. Labels: policy, rule, decision (block, would_block, clamp, default).
     pub policy_decisions: IntCounterVec,
+    /// Schema violations. Labels: direction (request, output), policy, action (block,
+    /// would_block for requests; retry, reject, flag, monitor for output).
+    pub schema_violations: IntCounterVec,
+    /// Upstream calls made again because the output broke its schema.
+    pub schema_retries: prometheus::IntCounter,
     /// Tokens by key, team, model, provider, direction (input, output, cached_input,
     /// cache_write, reasoning) and whether they were estimated.
     pub tokens: IntCounterVec,
@@ -138,6 +143,17 @@ impl Metrics {
             Opts::new("warden_policy_decisions_total", "Policy rule outcomes: block, would_block, clamp, default."),
             &["policy", "rule", "decision"],
         ));
+        let schema_violations = must(IntCounterVec::new(
+            Opts::new(
+                "warden_schema_violations_total",
+                "Requests and model outputs that broke a policy's schema rules.",
+            ),
+            &["direction", "policy", "action"],
+        ));
+        let schema_retries = must(prometheus::IntCounter::new(
+            "warden_schema_retries_total",
+            "Upstream calls made again because the model's output broke its schema.",
+        ));
         let tokens = must(IntCounterVec::new(
             Opts::new(
                 "warden_tokens_total",
@@ -238,6 +254,8 @@ impl Metrics {
             Box::new(policy_reloads.clone()),
             Box::new(policy_info.clone()),
             Box::new(policy_decisions.clone()),
+            Box::new(schema_violations.clone()),
+            Box::new(schema_retries.clone()),
             Box::new(tokens.clone()),
         ] {
             must(registry.register(c));
@@ -255,6 +273,8 @@ impl Metrics {
             policy_reloads,
             policy_info,
             policy_decisions,
+            schema_violations,
+            schema_retries,
             tokens,
             cost,
             budget_remaining,

@@ -91,6 +91,8 @@ pub struct AppState {
     pub sessions: crate::sessions::Sessions,
     /// Stored responses and the single flights of misses, sized by `cache.max_bytes` at start.
     pub cache: crate::cache::ResponseCache,
+    /// Validators compiled from the schemas requests declare (bounded).
+    pub schemas: crate::schema::Declared,
     /// The audit log's writer, when `audit:` is configured.
     pub audit: std::sync::OnceLock<crate::audit::AuditLog>,
     /// The durable ledger settled spend goes to, when `ledger:` is configured.
@@ -108,6 +110,7 @@ impl AppState {
         let cache = crate::cache::ResponseCache::new(snapshot.settings.cache_max_bytes);
         Arc::new(AppState {
             cache,
+            schemas: crate::schema::Declared::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
             transports,
             metrics: Metrics::new(),

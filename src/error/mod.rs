@@ -100,6 +100,18 @@ pub enum ProxyError {
     /// A budget has no room for the request's worst case.
     #[error("budget `{}` of policy `{}` for {} is exhausted for this {} (spent ${:.4} of ${:.4}); it resets in {}s", .0.budget, .0.policy, .0.scope, .0.window, .0.spent_usd, .0.limit_usd, .0.resets_in_secs)]
     BudgetExhausted(Box<BudgetRefusal>),
+    /// The model's output broke the output schema, and the policy rejects it (or ran out
+    /// of retries).
+    #[error("the model's output does not satisfy the output schema of policy `{}` ({} attempt{}): {}", .0.policy, .0.attempts, if .0.attempts == 1 { "" } else { "s" }, .0.problems.join("; "))]
+    SchemaInvalid(Box<SchemaRefusal>),
+}
+
+/// Why an output was refused: the violations, each `where pointer: why`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaRefusal {
+    pub policy: String,
+    pub attempts: u32,
+    pub problems: Vec<String>,
 }
 
 /// Which rate limit refused a request, for the 429 and its `retry-after`.
@@ -183,6 +195,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(v) if v.forbidden => StatusCode::FORBIDDEN,
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
             ProxyError::BudgetExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::SchemaInvalid(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UnpricedModel(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -217,6 +230,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(v) if v.forbidden => ErrorClass::Permission,
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
             ProxyError::BudgetExhausted(_) => ErrorClass::RateLimit,
+            ProxyError::SchemaInvalid(_) => ErrorClass::Upstream,
             ProxyError::UnpricedModel(_) => ErrorClass::Permission,
             ProxyError::RateLimited(_) => ErrorClass::RateLimit,
             ProxyError::CircuitOpen { .. } => ErrorClass::Unavailable,
@@ -250,6 +264,7 @@ impl ProxyError {
             ProxyError::Upstream { failure, .. } => failure.kind(),
             ProxyError::PolicyViolation(_) => "policy_violation",
             ProxyError::BudgetExhausted(_) => "budget_exhausted",
+            ProxyError::SchemaInvalid(_) => "schema_invalid",
             ProxyError::UnpricedModel(_) => "unpriced_model",
             ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::CircuitOpen { .. } => "circuit_open",
@@ -266,6 +281,7 @@ impl ProxyError {
             ProxyError::UnknownEndpoint { .. } | ProxyError::PathNotForwarded { .. } => Some("unknown_url"),
             ProxyError::PolicyViolation(_) => Some("policy_violation"),
             ProxyError::BudgetExhausted(_) => Some("budget_exceeded"),
+            ProxyError::SchemaInvalid(_) => Some("output_schema_violation"),
             ProxyError::UnpricedModel(_) => Some("unpriced_model"),
             ProxyError::RateLimited(_) => Some("rate_limit_exceeded"),
             ProxyError::SessionLimit(_) => Some("session_limit_exceeded"),
@@ -312,6 +328,7 @@ impl ProxyError {
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
             | ProxyError::BudgetExhausted(_)
+            | ProxyError::SchemaInvalid(_)
             | ProxyError::UnpricedModel(_)
             | ProxyError::RateLimited(_)
             | ProxyError::CircuitOpen { .. }
@@ -347,6 +364,7 @@ impl ProxyError {
             | ProxyError::BadTarget(_)
             | ProxyError::ClientBody(_)
             | ProxyError::BudgetExhausted(_)
+            | ProxyError::SchemaInvalid(_)
             | ProxyError::UnpricedModel(_)
             | ProxyError::RateLimited(_)
             | ProxyError::CircuitOpen { .. }
@@ -379,8 +397,9 @@ impl ProxyError {
         if let ProxyError::CircuitOpen { retry_after_secs, .. } = self {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from((*retry_after_secs).max(1)));
         }
-        if let ProxyError::SessionLimit(_) = self {
-            // Waiting does not lift a session's cap: the SDKs must not retry it.
+        if let ProxyError::SessionLimit(_) | ProxyError::SchemaInvalid(_) = self {
+            // A session's cap does not lift by waiting, and warden has already asked the
+            // model again as often as the policy allows: the SDKs must not retry either.
             h.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if let ProxyError::BudgetExhausted(r) = self {

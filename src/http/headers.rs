@@ -25,6 +25,10 @@ pub const POLICY_VERSION: HeaderName = HeaderName::from_static("x-warden-policy-
 /// `provider/model` of the upstream that answered (a fallback's, when one did).
 /// `hit`, `miss` or `bypass`, when a cache policy applies.
 pub const CACHE: HeaderName = HeaderName::from_static("x-warden-cache");
+/// `valid` or `invalid`: what the output schema check found.
+pub const SCHEMA: HeaderName = HeaderName::from_static("x-warden-schema");
+/// Upstream calls the answer took, when schema retries made more than one.
+pub const SCHEMA_ATTEMPTS: HeaderName = HeaderName::from_static("x-warden-schema-attempts");
 pub const UPSTREAM: HeaderName = HeaderName::from_static("x-warden-upstream");
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const API_KEY: HeaderName = HeaderName::from_static("api-key");

@@ -42,7 +42,40 @@ pub async fn checked_json(
         failure: UpstreamFailure::InvalidResponse,
         detail,
     };
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
+    let buf = read_whole(body, t, provider).await?;
+    // One parse both validates the body and finds its usage.
+    let usage = match crate::provider::usage::read(&buf) {
+        Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
+        Ok(Some(raw)) => {
+            let mut u = Usage::default();
+            raw.fold(dialect.family(), &mut u);
+            u
+        }
+        Ok(None) => Usage::estimate(request_bytes, crate::provider::scan_json(&buf, dialect.text_keys()).text_bytes),
+    };
+    let output = match collect {
+        Collect::Nothing => None,
+        // Most answers call no tool: they are not parsed again for the audit log.
+        Collect::ToolCalls if !mentions_tool_calls(&buf) => None,
+        Collect::ToolCalls | Collect::Everything => Output::from_json(dialect.family(), &buf),
+    };
+    Ok(Checked {
+        response: Response::from_parts(parts, crate::http::body::full(buf.clone())),
+        usage: Some(usage),
+        output,
+        body: Some(buf),
+    })
+}
+
+/// Reads a response body whole, within the stream timeouts and
+/// [`MAX_JSON_RESPONSE_BYTES`] (502 or 504 past them).
+pub async fn read_whole(
+    mut body: Body,
+    t: &BodyTimeouts,
+    provider: &str,
+) -> Result<bytes::Bytes, crate::error::ProxyError> {
+    use crate::error::{ProxyError, UpstreamFailure};
     let mut buf = Batch::default();
     // One timer, armed only when the body is not already there (most arrive whole): the
     // sooner of the between-chunks gap and the total deadline.
@@ -69,39 +102,18 @@ pub async fn checked_json(
         }
     });
     match read.await {
-        Ok(false) => {}
-        Ok(true) => {
-            return Err(ProxyError::Upstream {
-                provider: provider.to_string(),
-                failure: UpstreamFailure::BodyTimeout,
-                detail: String::new(),
-            })
-        }
-        Err(detail) => return Err(invalid(detail)),
+        Ok(false) => Ok(buf.take().unwrap_or_default()),
+        Ok(true) => Err(ProxyError::Upstream {
+            provider: provider.to_string(),
+            failure: UpstreamFailure::BodyTimeout,
+            detail: String::new(),
+        }),
+        Err(detail) => Err(ProxyError::Upstream {
+            provider: provider.to_string(),
+            failure: UpstreamFailure::InvalidResponse,
+            detail,
+        }),
     }
-    let buf = buf.take().unwrap_or_default();
-    // One parse both validates the body and finds its usage.
-    let usage = match crate::provider::usage::read(&buf) {
-        Err(e) => return Err(invalid(format!("the body is not valid JSON: {e}"))),
-        Ok(Some(raw)) => {
-            let mut u = Usage::default();
-            raw.fold(dialect.family(), &mut u);
-            u
-        }
-        Ok(None) => Usage::estimate(request_bytes, crate::provider::scan_json(&buf, dialect.text_keys()).text_bytes),
-    };
-    let output = match collect {
-        Collect::Nothing => None,
-        // Most answers call no tool: they are not parsed again for the audit log.
-        Collect::ToolCalls if !mentions_tool_calls(&buf) => None,
-        Collect::ToolCalls | Collect::Everything => Output::from_json(dialect.family(), &buf),
-    };
-    Ok(Checked {
-        response: Response::from_parts(parts, crate::http::body::full(buf.clone())),
-        usage: Some(usage),
-        output,
-        body: Some(buf),
-    })
 }
 
 /// A response after [`checked_json`].

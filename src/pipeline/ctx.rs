@@ -80,6 +80,15 @@ pub struct RequestCtx {
     pub cache_charged: bool,
     /// A streamed miss's lead: the stream is stored when its final event has gone out.
     pub cache_lead: Option<Box<super::cache::Lead>>,
+    /// The output check: `valid` or `invalid` (the `x-warden-schema` header), the
+    /// violations for the log line, and the upstream calls it took.
+    pub schema_state: Option<&'static str>,
+    pub schema_problems: Option<String>,
+    pub schema_attempts: u32,
+    /// A passthrough stream's output plan, checked when its final event arrives.
+    pub verify_stream: Option<std::sync::Arc<super::schema::OutputPlan>>,
+    /// Usage of the attempts before the one that answered (schema retries): metered too.
+    pub prior_usage: Option<Usage>,
 }
 
 impl RequestCtx {
@@ -120,6 +129,11 @@ impl RequestCtx {
             cache: None,
             cache_charged: false,
             cache_lead: None,
+            schema_state: None,
+            schema_problems: None,
+            schema_attempts: 0,
+            verify_stream: None,
+            prior_usage: None,
         }
     }
 

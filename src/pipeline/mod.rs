@@ -53,6 +53,7 @@ pub mod ratelimit;
 pub mod resilience;
 pub mod respond;
 pub mod route;
+pub mod schema;
 pub mod session;
 pub mod stream;
 pub mod upstream;
@@ -185,6 +186,10 @@ where
     if let Some(v) = evaluated.decision.block.take() {
         return Err(ProxyError::PolicyViolation(Box::new(v)));
     }
+    // What the answer must satisfy, known before anything is spent (a declared schema
+    // warden cannot compile is the request's fault: 400).
+    let output_plan = schema::plan(app, &evaluated.policies, endpoint, &view)?;
+    cx.collect_output |= output_plan.is_some();
 
     let passthrough_id = match &identity {
         auth::Identity::Unverified { id, .. } => Some(id.clone()),
@@ -316,27 +321,36 @@ where
     let mut candidates = vec![resilience::Candidate { provider, credential, model: None }];
     candidates.extend(fallbacks);
     let retries = evaluated.policies.iter().find_map(|p| p.retries);
-    let answer = resilience::send(app, cx, candidates, retries, &mut request)
-        .await
-        .map_err(|e| cache::share_error(&mut lead, e, cx.family))?;
-    let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);
-    if let Some(m) = answer.model.filter(|m| cx.model_forwarded.as_ref() != Some(m)) {
-        // A fallback's model is what the upstream received, what is charged and counted.
-        guard.answered_by(&snap, &m);
-        if snap.models.iter().any(|info| info.id == m) {
-            cx.model_label = Some(m.clone());
+    // The body as first sent: a schema retry adds its repair turn to this, not to the last.
+    let first_body = output_plan.as_ref().map(|_| request.body.clone());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // Only a schema retry needs the candidates again.
+        let these = if output_plan.is_some() { candidates.clone() } else { std::mem::take(&mut candidates) };
+        let answer = resilience::send(app, cx, these, retries, &mut request)
+            .await
+            .map_err(|e| cache::share_error(&mut lead, e, cx.family))?;
+        let (resp, waited, provider, credential) = (answer.response, answer.waited, answer.provider, answer.credential);
+        if let Some(m) = answer.model.filter(|m| cx.model_forwarded.as_ref() != Some(m)) {
+            // A fallback's model is what the upstream received, what is charged and counted.
+            guard.answered_by(&snap, &m);
+            if snap.models.iter().any(|info| info.id == m) {
+                cx.model_label = Some(m.clone());
+            }
+            cx.model_forwarded = Some(m);
         }
-        cx.model_forwarded = Some(m);
-    }
-    cx.answered_by = Some(format!("{}/{}", provider.name, cx.model_forwarded.as_deref().unwrap_or("-")));
-    cx.provider = Some(provider.clone());
-    cx.upstream_wait = waited;
-    app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
-    let timeouts = BodyTimeouts {
-        between_chunks: provider.timeouts.between_chunks,
-        deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
-    };
-    let response = if endpoint.returns_json() {
+        cx.answered_by = Some(format!("{}/{}", provider.name, cx.model_forwarded.as_deref().unwrap_or("-")));
+        cx.provider = Some(provider.clone());
+        cx.upstream_wait = waited;
+        app.metrics.upstream_duration.with_label_values(&[provider.name.as_str()]).observe(waited.as_secs_f64());
+        let timeouts = BodyTimeouts {
+            between_chunks: provider.timeouts.between_chunks,
+            deadline: Instant::now() + provider.timeouts.total.saturating_sub(waited),
+        };
+        if !endpoint.returns_json() {
+            return Ok(Reply::Exchange(Exchange { response: resp, request, provider, credential, timeouts, guard }));
+        }
         let checked = checked::checked_json(
             resp,
             &timeouts,
@@ -350,18 +364,46 @@ where
             },
         )
         .await;
-        let checked = checked.map_err(|e| cache::share_error(&mut lead, e, cx.family))?;
-        cx.output = checked.output;
+        let mut checked = checked.map_err(|e| cache::share_error(&mut lead, e, cx.family))?;
+        cx.output = checked.output.take();
         // count_tokens counts; it does not spend.
         cx.usage = checked.usage.filter(|_| endpoint != Endpoint::CountTokens);
-        match lead {
-            Some(l) => cache::answered(app, cx, l, checked.response, checked.body, &timeouts, &provider.name).await?,
-            None => checked.response,
-        }
-    } else {
-        resp
-    };
-    Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }))
+        let judged = match &output_plan {
+            Some(plan) if checked.response.status().is_success() => {
+                let judged = schema::answer(app, cx, plan, &mut checked, &timeouts, &provider.name, attempt).await;
+                judged.map_err(|e| cache::share_error(&mut lead, e, cx.family))?
+            }
+            _ => schema::Judged::Pass,
+        };
+        let response = match judged {
+            schema::Judged::Pass => checked.response,
+            schema::Judged::Retry(note) => {
+                let mut spent = cx.prior_usage.take().unwrap_or_default();
+                spent.add(&cx.usage.take().unwrap_or_default());
+                cx.prior_usage = Some(spent);
+                request.body = schema::again(output_plan.as_deref(), endpoint, first_body.as_ref(), cx, &note);
+                continue;
+            }
+            schema::Judged::Reject(e) => {
+                // Every attempt was paid for: the refusal settles with their usage.
+                if let Some(l) = lead.take() {
+                    l.not_stored();
+                }
+                let response = schema::refuse(app, cx, e);
+                return Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }));
+            }
+        };
+        let response = match lead.take() {
+            // A flagged answer is delivered, never stored.
+            Some(l) if cx.schema_state == Some("invalid") => {
+                l.not_stored();
+                response
+            }
+            Some(l) => cache::answered(app, cx, l, response, checked.body, &timeouts, &provider.name).await?,
+            None => response,
+        };
+        return Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }));
+    }
 }
 
 /// Reads the request body within the size limit and `body_read_timeout`. Compressed bodies

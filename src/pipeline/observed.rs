@@ -97,8 +97,11 @@ impl Observed {
             ),
             None => (None, None, Guard::default()),
         };
-        let sse =
-            sse.then(|| Box::new(SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage, fin.cx.collect_output)));
+        let sse = sse.then(|| {
+            let mut w = SseWatch::new(fin.cx.family.dialect(), fin.cx.strip_usage, fin.cx.collect_output);
+            w.hold_terminal = fin.cx.verify_stream.is_some();
+            Box::new(w)
+        });
         // A streamed miss is recorded as the upstream sent it, for the cache.
         let tape = (sse.is_some() && fin.cx.cache_lead.is_some()).then(BytesMut::new);
         Observed {
@@ -117,11 +120,38 @@ impl Observed {
     }
     /// The usage seen so far: what the stream reported (or its estimate), or what the
     /// non-streamed body said.
+    /// Attempts before the answering one (schema retries) are added.
     fn usage(&self) -> Option<Usage> {
-        match &self.sse {
+        let seen = match &self.sse {
             Some(w) => Some(w.usage(self.fin.cx.request_bytes)),
             None => self.fin.cx.usage,
+        };
+        with_prior(seen, self.fin.cx.prior_usage)
+    }
+
+    /// A passthrough stream's output is judged when its final event arrives: the event goes
+    /// out if the output passes, the API's error event instead if it is refused.
+    fn verdict(&mut self, plan: &super::schema::OutputPlan) -> Bytes {
+        use super::schema::{check, judge, Judged};
+        let Some(w) = &mut self.sse else { return Bytes::new() };
+        let problems = check(plan, w.output.as_ref().unwrap_or(&crate::provider::output::Output::default()));
+        let held = w.rest();
+        match judge(&self.fin.app, &mut self.fin.cx, plan, problems, 1, false) {
+            Judged::Pass => held,
+            Judged::Retry(note) => self.refuse_stream(note),
+            Judged::Reject(e) => {
+                let message = e.to_string();
+                self.fin.cx.error_kind = Some(e.kind());
+                self.fin.app.metrics.errors.with_label_values(&[e.kind()]).inc();
+                self.refuse_stream(message)
+            }
         }
+    }
+
+    fn refuse_stream(&mut self, message: String) -> Bytes {
+        self.fin.outcome = Outcome::UpstreamInvalid;
+        self.ended = true;
+        self.sse.as_ref().map(|w| w.error_with(ErrorClass::Upstream, &message)).unwrap_or_default()
     }
 
     /// Ends an SSE stream that broke the contract with the API's error event.
@@ -155,11 +185,19 @@ impl Observed {
                             }
                         }
                         let accepted = w.accept(data);
+                        let terminal = w.terminal;
                         batch.push(accepted.forward);
                         if let Some(why) = accepted.failure {
                             let end = self.fail(Outcome::UpstreamInvalid, ErrorClass::Upstream, why);
                             batch.push(end);
                             return;
+                        }
+                        if let Some(plan) = self.fin.cx.verify_stream.take().filter(|_| terminal) {
+                            let tail = self.verdict(&plan);
+                            batch.push(tail);
+                            if self.ended {
+                                return;
+                            }
                         }
                     }
                     Err(trailers) => {
@@ -220,7 +258,10 @@ impl Observed {
     /// stores nothing, and the flight's waiters ask for themselves.
     fn store_stream(&mut self) {
         let Some(lead) = self.fin.cx.cache_lead.take() else { return };
-        let whole = self.fin.outcome == Outcome::Complete && self.sse.as_ref().is_some_and(|w| w.terminal);
+        // An output that broke its schema is never stored, flagged or not.
+        let whole = self.fin.outcome == Outcome::Complete
+            && self.sse.as_ref().is_some_and(|w| w.terminal)
+            && self.fin.cx.schema_state != Some("invalid");
         match self.tape.take().filter(|_| whole) {
             Some(tape) => {
                 let usage = self.usage().unwrap_or_default();
@@ -260,6 +301,17 @@ impl Observed {
     }
 }
 
+/// Usage plus that of earlier attempts.
+fn with_prior(seen: Option<Usage>, prior: Option<Usage>) -> Option<Usage> {
+    match (seen, prior) {
+        (Some(mut u), Some(p)) => {
+            u.add(&p);
+            Some(u)
+        }
+        (u, p) => u.or(p),
+    }
+}
+
 impl Drop for Observed {
     /// Hands what the stream reported to the always-run tail before it runs, and settles the
     /// exchange if its end was never reached (the client went away), with the usage seen so
@@ -269,6 +321,7 @@ impl Drop for Observed {
             self.fin.cx.usage = Some(w.usage(self.fin.cx.request_bytes));
             self.fin.cx.output = w.output.take();
         }
+        self.fin.cx.usage = with_prior(self.fin.cx.usage, self.fin.cx.prior_usage.take());
         let outcome = match self.fin.outcome {
             Outcome::Pending => Outcome::ClientClosed,
             o => o,

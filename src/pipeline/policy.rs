@@ -24,12 +24,19 @@ pub fn record(app: &AppState, cx: &mut RequestCtx, d: &Decision) {
         cx.policies = Some(d.applied.join(","));
     }
     let m = &app.metrics.policy_decisions;
+    let schema = |v: &crate::policy::verdict::Violation, action: &str| {
+        if v.rule.starts_with("schema.") {
+            app.metrics.schema_violations.with_label_values(&["request", v.policy.as_str(), action]).inc();
+        }
+    };
     if let Some(v) = &d.block {
         m.with_label_values(&[v.policy.as_str(), v.rule, "block"]).inc();
+        schema(v, "block");
     }
     if !d.would_block.is_empty() {
         for v in &d.would_block {
             m.with_label_values(&[v.policy.as_str(), v.rule, "would_block"]).inc();
+            schema(v, "would_block");
         }
         cx.would_block =
             Some(d.would_block.iter().map(|v| format!("{}:{}", v.policy, v.rule)).collect::<Vec<_>>().join(","));

@@ -42,6 +42,7 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(8);
 const RETRYABLE: [u16; 6] = [429, 500, 502, 503, 504, 529];
 
 /// One place the request may go.
+#[derive(Clone)]
 pub struct Candidate {
     pub provider: Arc<Provider>,
     pub credential: Credential,

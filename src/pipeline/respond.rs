@@ -13,7 +13,8 @@ use super::finish::{Finish, Outcome};
 use super::observed::Observed;
 use crate::http::body::Body;
 use crate::http::headers::{
-    sanitize_response, CACHE, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, UPSTREAM, WOULD_BLOCK,
+    sanitize_response, CACHE, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, SCHEMA, SCHEMA_ATTEMPTS, UPSTREAM,
+    WOULD_BLOCK,
 };
 
 /// Timeouts that apply while the body streams.
@@ -55,6 +56,15 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
         Some(r) => parts.headers.insert(CACHE, HeaderValue::from_static(r.as_str())),
         None => parts.headers.remove(CACHE),
     };
+    if let Some(state) = fin.cx.schema_state {
+        parts.headers.insert(SCHEMA, HeaderValue::from_static(state));
+        if fin.cx.schema_attempts > 1 {
+            parts.headers.insert(SCHEMA_ATTEMPTS, HeaderValue::from(fin.cx.schema_attempts));
+        }
+    } else {
+        parts.headers.remove(SCHEMA);
+        parts.headers.remove(SCHEMA_ATTEMPTS);
+    }
     if let Some(h) = &fin.cx.rate_headers {
         super::ratelimit::write_headers(&mut parts.headers, h);
     }

@@ -39,6 +39,9 @@ pub struct SseWatch {
     strip_usage: bool,
     /// The assistant's text and tool calls so far, when a stage asked for them.
     pub output: Option<Output>,
+    /// Keep the final event back (in [`SseWatch::rest`]) for a stage that judges the whole
+    /// output before the stream may end as a success.
+    pub hold_terminal: bool,
 }
 
 impl SseWatch {
@@ -54,6 +57,7 @@ impl SseWatch {
             text_bytes: 0,
             strip_usage,
             output: collect.then(Output::default),
+            hold_terminal: false,
         }
     }
 
@@ -70,6 +74,7 @@ impl SseWatch {
         let mut failure = None;
         let mut last_good: Option<usize> = None;
         let mut terminal_at = None;
+        let mut terminal_start = 0;
         let mut cut: Option<(usize, usize)> = None;
         let (usage, usage_seen, text_bytes, strip, output) =
             (&mut self.usage, &mut self.usage_seen, &mut self.text_bytes, self.strip_usage, &mut self.output);
@@ -99,6 +104,7 @@ impl SseWatch {
             }
             if dialect.is_terminal(&ev) {
                 terminal_at = Some(end);
+                terminal_start = start;
             }
         });
         let boundary = match parsed {
@@ -110,7 +116,13 @@ impl SseWatch {
             (Some(_), _) => last_good,
             (None, Some(_)) => {
                 self.terminal = true;
-                Some(frame.len())
+                // Held: everything from the final event's first byte (which may sit in
+                // the bytes held from the last frame) waits in `partial`.
+                match (self.hold_terminal, terminal_start) {
+                    (false, _) => Some(frame.len()),
+                    (true, 0) => None,
+                    (true, n) => Some(n),
+                }
             }
             (None, None) => boundary,
         };
@@ -165,6 +177,11 @@ impl SseWatch {
     /// Bytes held after the final event, for the end of the stream.
     pub fn rest(&mut self) -> Bytes {
         self.partial.split().freeze()
+    }
+
+    /// The API's error event with this message.
+    pub fn error_with(&self, class: ErrorClass, message: &str) -> Bytes {
+        self.dialect.stream_error(class, message)
     }
 
     /// The API's error event that ends a failed stream.
@@ -235,6 +252,22 @@ mod tests {
         let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false, false);
         feed(&mut w, &["data: {\"choices\":[{\"delta\":{\"content\":\"12345678\"}}]}\n\n"]);
         assert_eq!(w.usage(40), Usage { input: 10, output: 2, estimated: true, ..Usage::default() });
+    }
+
+    #[test]
+    fn a_held_final_event_waits_in_rest() {
+        for frames in [
+            &["data: {\"a\":1}\n\ndata: [DONE]\n\n"][..],
+            &["data: {\"a\":1}\n\nda", "ta: [DONE]\n\n"][..],
+            &["data: {\"a\":1}\n\n", "data: [DONE]\n\n"][..],
+        ] {
+            let mut w = SseWatch::new(ApiFamily::OpenAi.dialect(), false, false);
+            w.hold_terminal = true;
+            let (out, failure) = feed(&mut w, frames);
+            assert_eq!((out.as_str(), failure), ("data: {\"a\":1}\n\n", None), "{frames:?}");
+            assert!(w.terminal);
+            assert_eq!(&w.rest()[..], b"data: [DONE]\n\n");
+        }
     }
 
     #[test]

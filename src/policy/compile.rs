@@ -49,6 +49,7 @@ pub struct Policy {
     /// Characters of prompt and output text the audit record captures (`None`: none).
     pub audit_capture: Option<usize>,
     pub cache: Option<CachePolicy>,
+    pub schema: super::schema::SchemaPolicy,
     pub mode: Mode,
 }
 
@@ -187,7 +188,15 @@ impl PolicySet {
 
 struct Cx<'a> {
     file: &'a str,
+    /// Where the file's schema files sit.
+    dir: &'a std::path::Path,
     diags: &'a mut Vec<Diagnostic>,
+}
+
+impl super::schema::Report for Cx<'_> {
+    fn report<T>(&mut self, at: &Spanned<T>, message: String) {
+        self.err(at, message, None);
+    }
 }
 
 impl Cx<'_> {
@@ -240,7 +249,8 @@ pub fn compile_policies(files: &[LoadedFile], hash: String, config: &Snapshot) -
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut policies = Vec::new();
     for f in files {
-        let mut cx = Cx { file: &f.display, diags: &mut diags };
+        let dir = f.path.parent().unwrap_or(std::path::Path::new("."));
+        let mut cx = Cx { file: &f.display, dir, diags: &mut diags };
         for p in &f.file.policies {
             let here = format!("{}:{}:{}", f.display, p.name.referenced.line(), p.name.referenced.column());
             if let Some(first) = seen.get(&p.name.value) {
@@ -385,6 +395,13 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
                 charge: c.charge,
             }
         }),
+        schema: match &p.schema {
+            Some(s) => {
+                let dir = cx.dir;
+                super::schema::compile_schema(cx, s, &p.name, p.mode, dir)
+            }
+            None => super::schema::SchemaPolicy::default(),
+        },
         mode: p.mode,
     }
 }

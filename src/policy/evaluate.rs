@@ -44,6 +44,10 @@ pub fn evaluate<'s>(
     let object = body.iter().position(|b| *b == b'{').unwrap_or(0);
     let mut decision = Decision { applied: policies.iter().map(|p| &*p.name).collect(), ..Decision::default() };
     decision.apply(decide(&policies, facts, request, body, object).map_err(ProxyError::InvalidShape)?);
+    // A batch's own body is an envelope: its nested requests are what reach the model.
+    if facts.endpoint.batch_item().is_none() {
+        decision.apply(super::schema::decide(&policies, body));
+    }
     let mut model_edits = Vec::new();
     let Some(item_endpoint) = facts.endpoint.batch_item() else {
         return Ok(Evaluated { decision, model_edits, policies });
@@ -74,10 +78,16 @@ pub fn evaluate<'s>(
         let item_policies = snap.policies.resolve(&item_facts);
         let mut verdict =
             decide(&item_policies, &item_facts, &item, body, at.start).map_err(ProxyError::InvalidShape)?;
+        let schema = super::schema::decide(&item_policies, params.get().as_bytes());
+        verdict.findings.extend(schema.findings);
         let objections = verdict.edits.iter_mut().filter_map(|e| e.objection.as_mut());
         for v in verdict.findings.iter_mut().map(|(_, v)| v).chain(objections) {
             v.message = format!("requests[{i}]: {}", v.message);
-            v.field = format!("requests[{i}].params.{}", v.field);
+            // Schema rules name JSON pointers; the others name fields.
+            v.field = match v.field.starts_with('/') || v.rule.starts_with("schema.") {
+                true => format!("/requests/{i}/params{}", v.field),
+                false => format!("requests[{i}].params.{}", v.field),
+            };
         }
         for p in &item_policies {
             if !decision.applied.contains(&&*p.name) {

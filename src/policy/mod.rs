@@ -14,6 +14,7 @@ pub mod compile;
 pub mod evaluate;
 pub mod limits;
 pub mod reload;
+pub mod schema;
 pub mod schema_gen;
 pub mod testing;
 pub mod tools;
@@ -83,6 +84,8 @@ pub struct RawPolicy {
     pub audit: Option<RawPolicyAudit>,
     /// Answer repeated requests from the response cache.
     pub cache: Option<RawPolicyCache>,
+    /// Request rules, and validation of the model's structured output.
+    pub schema: Option<schema::RawSchema>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -369,7 +372,7 @@ pub struct ToolsRule {
 
 /// Sections planned for later versions: named so that a file using one gets a clear error
 /// instead of being half-applied.
-const PLANNED_SECTIONS: [&str; 2] = ["injection", "schema"];
+const PLANNED_SECTIONS: [&str; 1] = ["injection"];
 
 /// A parsed policy file and where it came from.
 pub struct LoadedFile {
@@ -438,7 +441,7 @@ pub fn parse(display: &str, text: &str) -> Result<PolicyFile, Diagnostic> {
         if let Some(planned) = PLANNED_SECTIONS.iter().find(|s| d.message.starts_with(&format!("unknown field `{s}`")))
         {
             d.message = format!("the `{planned}` section is not implemented in this version of warden");
-            d.hint = Some("remove it; sections available now: limits".into());
+            d.hint = Some("remove it; sections available now: limits, budgets, rate_limits, retries, sessions, audit, cache, schema".into());
         } else if d.hint.is_none() {
             // A typo of a planned section still deserves a pointer to the right name.
             let field = d.message.strip_prefix("unknown field `").and_then(|r| r.split('`').next());

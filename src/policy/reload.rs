@@ -224,8 +224,13 @@ impl Relevant {
             return true;
         }
         (dir == self.config_dir && (name == self.config_name || configmap))
-            || (dir == self.policies_dir && (configmap || super::is_policy_file(path)))
+            || (dir == self.policies_dir && (configmap || super::is_policy_file(path) || is_schema_file(path)))
     }
+}
+
+/// A JSON Schema file a policy's `schema` section may name: editing it reloads too.
+fn is_schema_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
 }
 
 fn canonical(p: &Path) -> PathBuf {

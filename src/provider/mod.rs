@@ -9,6 +9,7 @@ pub mod openai;
 pub mod output;
 pub mod replay;
 pub mod request;
+pub mod structured;
 pub mod usage;
 
 use bytes::Bytes;

@@ -23,6 +23,9 @@ pub struct ToolCall {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
     pub text: String,
+    /// The model declined (OpenAI `refusal`): an answer in its own right, not output to
+    /// validate.
+    pub refusal: bool,
     /// By position in the response (stream deltas name their index).
     calls: BTreeMap<u64, ToolCall>,
 }
@@ -67,6 +70,15 @@ impl Output {
                 if let Some(choice) = v["choices"].get(0) {
                     let msg = &choice["message"];
                     self.text.push_str(msg["content"].as_str().or(choice["text"].as_str()).unwrap_or_default());
+                    self.refusal |= msg["refusal"].as_str().is_some_and(|r| !r.is_empty());
+                    // Legacy function calling: one call, beside the newer list.
+                    if let Some(f) = msg["function_call"].as_object() {
+                        *self.call(u64::MAX) = ToolCall {
+                            id: String::new(),
+                            name: f.get("name").map(s).unwrap_or_default(),
+                            arguments: f.get("arguments").map(s).unwrap_or_default(),
+                        };
+                    }
                     for (i, tc) in msg["tool_calls"].as_array().into_iter().flatten().enumerate() {
                         *self.call(i as u64) = ToolCall {
                             id: s(&tc["id"]),
@@ -131,6 +143,12 @@ impl Output {
                 let Some(choice) = v["choices"].get(0) else { return };
                 let d = &choice["delta"];
                 self.text.push_str(d["content"].as_str().or(choice["text"].as_str()).unwrap_or_default());
+                self.refusal |= d["refusal"].as_str().is_some_and(|r| !r.is_empty());
+                if let Some(f) = d["function_call"].as_object() {
+                    let call = self.call(u64::MAX);
+                    call.name.push_str(f.get("name").map(s).unwrap_or_default());
+                    call.arguments.push_str(f.get("arguments").map(s).unwrap_or_default());
+                }
                 for tc in d["tool_calls"].as_array().into_iter().flatten() {
                     let call = self.call(tc["index"].as_u64().unwrap_or(0));
                     call.id.push_str(s(&tc["id"]));

@@ -80,6 +80,9 @@ pub struct Fields<'a> {
     pub response_format: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     pub text: Option<&'a RawValue>,
+    /// Anthropic's structured-output request.
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub output_format: Option<&'a RawValue>,
     /// OpenAI `stream_options` (`include_usage`).
     #[serde(borrow, default, deserialize_with = "present")]
     pub stream_options: Option<&'a RawValue>,

@@ -26,6 +26,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Adds another exchange's usage (the attempts of one request, each metered).
+    pub fn add(&mut self, o: &Usage) {
+        self.input += o.input;
+        self.output += o.output;
+        self.cached_input += o.cached_input;
+        self.cache_write += o.cache_write;
+        self.reasoning += o.reasoning;
+        self.estimated |= o.estimated;
+    }
+
     /// `(direction label, tokens)` for the metric.
     /// Every token of the exchange, each once.
     pub fn total(&self) -> u64 {

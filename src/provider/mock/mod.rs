@@ -7,7 +7,9 @@
 //! `status=429`, `retry-after=2`, `delay=200ms`, `chunk-delay=50ms`, `cut-after=3`,
 //! `garbage-after=2`, `no-end`, `tokens=50`, `chunks=20`, `tool=get_weather`, `bad-json`,
 //! `cached=N`, `reasoning=N`, `cache-write=N` (usage details). `x-mock-reply` scripts the reply text and
-//! `x-mock-tool-args` the tool call's JSON arguments.
+//! `x-mock-tool-args` the tool call's JSON arguments. `x-mock-replies` scripts a sequence:
+//! a JSON array of strings, the Nth request carrying the same header value gets the Nth
+//! (the last repeats); they are the tool call's arguments when `tool=` is set, else the text.
 //!
 //! Two directives shape when the faults (`status`, `retry-after`, `delay`) apply, for
 //! retry, fallback and breaker tests: `times=N` applies them to the first N requests that
@@ -119,6 +121,8 @@ struct Directives {
     times: Option<usize>,
     /// Faults only in the mock of this name.
     on: Option<String>,
+    /// `x-mock-replies`: the header's text (what requests are counted by) and its items.
+    replies: Option<(String, Vec<String>)>,
 }
 
 impl Directives {
@@ -157,6 +161,14 @@ impl Directives {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         d.reply = text("x-mock-reply");
         d.tool_args = text("x-mock-tool-args");
+        if let Some(seq) = text("x-mock-replies") {
+            let items: Vec<String> =
+                serde_json::from_str(&seq).map_err(|_| "x-mock-replies: not a JSON array of strings".to_string())?;
+            if items.is_empty() {
+                return Err("x-mock-replies: the array is empty".into());
+            }
+            d.replies = Some((seq, items));
+        }
         Ok(d)
     }
 }
@@ -261,6 +273,20 @@ impl Mock {
             Ok(d) => d,
             Err(msg) => return mock_error(family, StatusCode::BAD_REQUEST, &msg, None),
         };
+        if let Some((seq, items)) = d.replies.take() {
+            let n = {
+                let mut seen = self.stats.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = seen.entry(format!("replies:{seq}")).or_insert(0);
+                *n += 1;
+                *n - 1
+            };
+            let item = items.get(n).or(items.last()).cloned();
+            if d.tool.is_some() {
+                d.tool_args = item;
+            } else {
+                d.reply = item;
+            }
+        }
         if !self.faults_apply(&d, headers) {
             (d.status, d.retry_after, d.delay) = (None, None, None);
         }
