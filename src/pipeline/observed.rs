@@ -192,7 +192,7 @@ impl Observed {
                             batch.push(end);
                             return;
                         }
-                        if let Some(plan) = self.fin.cx.verify_stream.take().filter(|_| terminal) {
+                        if let Some(plan) = terminal.then(|| self.fin.cx.verify_stream.take()).flatten() {
                             let tail = self.verdict(&plan);
                             batch.push(tail);
                             if self.ended {
