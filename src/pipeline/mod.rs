@@ -13,7 +13,9 @@
 //!       ─ route::check_extra_path  unnamed paths only where the provider lists them (404)
 //!       ─ policy::evaluate         each section of the matching policies returns a Verdict;
 //!                                  Decision::apply turns monitored blocks into records, once;
-//!                                  each nested batch request as if sent alone
+//!                                  each nested batch request as if sent alone; `schema`
+//!                                  request rules (400 naming the pointer)
+//!       ─ schema::plan             what the answer must satisfy (declared or policy schema)
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
 //!       ─ session::admit           agent session caps: requests, tokens, wall-clock time (429)
 //!       ─ cache::plan              cacheable? key of tenant, answering model, route, canonical body
@@ -24,7 +26,11 @@
 //!       ─ resilience::send         retries with backoff and jitter, circuit breakers, fallbacks;
 //!         └ upstream::send         credential swap, first-byte timeout, per attempt
 //!       ─ checked::checked_json    a non-streamed 200 of a JSON endpoint must be valid JSON (502);
-//!                                  a cache miss's answer is stored (a stream: at its final event)
+//!       ─ schema::answer           the answer against its plan: pass, retry (back to
+//!                                  resilience::send with a repair turn), reject (502) or flag
+//!                                  (a stream: collected first, or judged at its final event);
+//!                                  a passing cache miss's answer is stored (a stream: at its
+//!                                  final event)
 //!     → Reply::Exchange            response + outgoing request + provider + credential + guard
 //!   respond::wrap ─ headers, streaming body with chunk/total timeouts and TTFB; SSE held
 //!                   to the stream failure contract (stream.rs): whole events, checked,

@@ -126,32 +126,21 @@ impl Observed {
             Some(w) => Some(w.usage(self.fin.cx.request_bytes)),
             None => self.fin.cx.usage,
         };
-        with_prior(seen, self.fin.cx.prior_usage)
+        Usage::sum(seen, self.fin.cx.prior_usage)
     }
 
     /// A passthrough stream's output is judged when its final event arrives: the event goes
     /// out if the output passes, the API's error event instead if it is refused.
     fn verdict(&mut self, plan: &super::schema::OutputPlan) -> Bytes {
-        use super::schema::{check, judge, Judged};
-        let Some(w) = &mut self.sse else { return Bytes::new() };
-        let problems = check(plan, w.output.as_ref().unwrap_or(&crate::provider::output::Output::default()));
-        let held = w.rest();
-        match judge(&self.fin.app, &mut self.fin.cx, plan, problems, 1, false) {
-            Judged::Pass => held,
-            Judged::Retry(note) => self.refuse_stream(note),
-            Judged::Reject(e) => {
-                let message = e.to_string();
-                self.fin.cx.error_kind = Some(e.kind());
-                self.fin.app.metrics.errors.with_label_values(&[e.kind()]).inc();
-                self.refuse_stream(message)
+        let Some(w) = self.sse.as_deref_mut() else { return Bytes::new() };
+        match super::schema::judge_stream(&self.fin.app, &mut self.fin.cx, plan, w) {
+            Ok(held) => held,
+            Err(event) => {
+                self.fin.outcome = Outcome::UpstreamInvalid;
+                self.ended = true;
+                event
             }
         }
-    }
-
-    fn refuse_stream(&mut self, message: String) -> Bytes {
-        self.fin.outcome = Outcome::UpstreamInvalid;
-        self.ended = true;
-        self.sse.as_ref().map(|w| w.error_with(ErrorClass::Upstream, &message)).unwrap_or_default()
     }
 
     /// Ends an SSE stream that broke the contract with the API's error event.
@@ -301,17 +290,6 @@ impl Observed {
     }
 }
 
-/// Usage plus that of earlier attempts.
-fn with_prior(seen: Option<Usage>, prior: Option<Usage>) -> Option<Usage> {
-    match (seen, prior) {
-        (Some(mut u), Some(p)) => {
-            u.add(&p);
-            Some(u)
-        }
-        (u, p) => u.or(p),
-    }
-}
-
 impl Drop for Observed {
     /// Hands what the stream reported to the always-run tail before it runs, and settles the
     /// exchange if its end was never reached (the client went away), with the usage seen so
@@ -321,7 +299,7 @@ impl Drop for Observed {
             self.fin.cx.usage = Some(w.usage(self.fin.cx.request_bytes));
             self.fin.cx.output = w.output.take();
         }
-        self.fin.cx.usage = with_prior(self.fin.cx.usage, self.fin.cx.prior_usage.take());
+        self.fin.cx.usage = Usage::sum(self.fin.cx.usage, self.fin.cx.prior_usage.take());
         let outcome = match self.fin.outcome {
             Outcome::Pending => Outcome::ClientClosed,
             o => o,

@@ -35,6 +35,12 @@ pub struct OutputPlan {
 }
 
 impl OutputPlan {
+    /// A plan for a text answer against one schema, as a policy's `json_schema` makes it
+    /// (for the benchmark and tests).
+    pub fn for_text(rules: Arc<OutputRules>, schema: Compiled) -> OutputPlan {
+        OutputPlan { rules, text: Some(Some(schema)), tools: Vec::new() }
+    }
+
     /// A streamed answer is checked live at its end rather than collected first.
     pub fn passthrough(&self) -> bool {
         self.rules.stream == StreamMode::Passthrough
@@ -267,6 +273,29 @@ pub fn refuse(app: &AppState, cx: &mut RequestCtx, e: ProxyError) -> http::Respo
     cx.error_detail = e.detail();
     app.metrics.errors.with_label_values(&[e.kind()]).inc();
     e.into_response(cx.family)
+}
+
+/// A passthrough stream's output, judged when its final event has arrived (held back in
+/// the watch): `Ok` the held event, to go out; `Err` the API's error event that replaces it
+/// (a retry is no longer possible: bytes went out).
+pub fn judge_stream(
+    app: &AppState,
+    cx: &mut RequestCtx,
+    plan: &OutputPlan,
+    w: &mut super::stream::SseWatch,
+) -> Result<bytes::Bytes, bytes::Bytes> {
+    let problems = check(plan, w.output.as_ref().unwrap_or(&Output::default()));
+    let held = w.rest();
+    let message = match judge(app, cx, plan, problems, 1, false) {
+        Judged::Pass => return Ok(held),
+        Judged::Retry(note) => note,
+        Judged::Reject(e) => {
+            cx.error_kind = Some(e.kind());
+            app.metrics.errors.with_label_values(&[e.kind()]).inc();
+            e.to_string()
+        }
+    };
+    Err(w.error_with(crate::error::ErrorClass::Upstream, &message))
 }
 
 /// The message a retry adds: the violations, and what to do about them.

@@ -26,6 +26,17 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Both, added; either alone; or none.
+    pub fn sum(a: Option<Usage>, b: Option<Usage>) -> Option<Usage> {
+        match (a, b) {
+            (Some(mut u), Some(p)) => {
+                u.add(&p);
+                Some(u)
+            }
+            (u, p) => u.or(p),
+        }
+    }
+
     /// Adds another exchange's usage (the attempts of one request, each metered).
     pub fn add(&mut self, o: &Usage) {
         self.input += o.input;
