@@ -1,7 +1,8 @@
 //! The official `openai` and `anthropic` Python SDKs against warden over real HTTP: chat,
 //! streaming chat, embeddings, responses, messages, streaming messages, count_tokens, and
 //! typed exceptions for 401 and 429, one answer where warden retried a 429 or 529, and for streams that fail after their 200 (cut,
-//! stalled, garbage, no final event) and garbage 200s (tests/sdk/test_sdk.py).
+//! stalled, garbage, no final event), garbage 200s, and structured output refused by a
+//! `schema` policy, streamed or not (tests/sdk/test_sdk.py).
 //!
 //! The SDKs come from PyPI: `.ci/run` installs them; on a machine without them this test
 //! installs them into a virtualenv under `target/` on first run.
@@ -43,7 +44,13 @@ fn python_with_sdks() -> PathBuf {
 async fn official_python_sdks_work_through_warden() {
     let py = tokio::task::spawn_blocking(python_with_sdks).await.unwrap();
     let mock = TestMock::start().await;
-    let proxy = TestProxy::start(&standard_config(mock.addr)).await;
+    // Output validation for the mock's models: only requests that declare a schema are
+    // checked, so the other cases are unaffected.
+    let policy = "policies:\n  - name: structured\n    match: { models: [\"mock-*\"] }\n    schema:\n      output: { on_invalid: reject, stream: passthrough }\n";
+    let cd = ConfigDir::new(&standard_config(mock.addr), &[("schema.yaml", policy)]);
+    std::env::set_var("UPSTREAM_KEY", UPSTREAM_SECRET);
+    std::env::set_var("MOCK_ONLY_KEY", "sk-mock-only");
+    let proxy = TestProxy::start_from(&cd).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_sdk.py");
     let url = format!("http://{}", proxy.api);
     let out = tokio::process::Command::new(&py)
@@ -59,5 +66,5 @@ async fn official_python_sdks_work_through_warden() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "SDK tests failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("sdk: 19 passed, 0 failed"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("sdk: 22 passed, 0 failed"), "{stdout}\n{stderr}");
 }

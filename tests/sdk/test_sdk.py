@@ -109,6 +109,36 @@ class OpenAISDK(unittest.TestCase):
         self.assertEqual(r.object, "chat.completion")
         self.assertTrue(r.choices[0].message.content.startswith("Hello"))
 
+    # tests/sdk_python.rs runs warden with a `schema` policy (reject, passthrough streams)
+    # for mock-* models: output that breaks the request's declared schema is refused.
+    INVOICE = {"name": "invoice", "strict": True, "schema": {
+        "type": "object", "required": ["amount", "currency"], "additionalProperties": False,
+        "properties": {"amount": {"type": "number"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}}}
+
+    def test_structured_output_is_validated(self):
+        fmt = {"type": "json_schema", "json_schema": self.INVOICE}
+        msgs = [{"role": "user", "content": "extract"}]
+        good = '{"amount": 12.5, "currency": "EUR"}'
+        r = oai().chat.completions.create(model="mock-1", messages=msgs, response_format=fmt,
+                                          extra_headers={"x-mock-reply": good})
+        self.assertEqual(r.choices[0].message.content, good)
+        with self.assertRaises(openai.InternalServerError) as cm:
+            oai().chat.completions.create(model="mock-1", messages=msgs, response_format=fmt,
+                                          extra_headers={"x-mock-reply": '{"amount": "12", "currency": "EUR"}'})
+        self.assertEqual(cm.exception.status_code, 502)
+        self.assertEqual(cm.exception.code, "output_schema_violation")
+        self.assertIn("/amount", cm.exception.message)
+
+    def test_a_passthrough_stream_with_invalid_output_raises(self):
+        fmt = {"type": "json_schema", "json_schema": self.INVOICE}
+        stream = oai().chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "x"}],
+                                               response_format=fmt, stream=True,
+                                               extra_headers={"x-mock-reply": '{"amount": 1, "currency": "eur"}'})
+        with self.assertRaises(openai.APIError) as cm:
+            for _ in stream:
+                pass
+        self.assertIn("/currency", str(cm.exception))
+
 
 class AnthropicSDK(unittest.TestCase):
     def test_messages(self):
@@ -142,6 +172,20 @@ class AnthropicSDK(unittest.TestCase):
                                   extra_headers={"x-mock": "tool=get_weather"})
         self.assertEqual(r.stop_reason, "tool_use")
         self.assertEqual(r.content[0].name, "get_weather")
+
+    def test_tool_input_is_validated_against_its_input_schema(self):
+        tools = [{"name": "record", "input_schema": {"type": "object", "required": ["amount"],
+                                                     "properties": {"amount": {"type": "number"}}}}]
+        with self.assertRaises(anthropic.InternalServerError) as cm:
+            ant().messages.create(model="mock-1", max_tokens=64, tools=tools,
+                                  messages=[{"role": "user", "content": "record it"}],
+                                  extra_headers={"x-mock": "tool=record", "x-mock-tool-args": '{"amount": "x"}'})
+        self.assertEqual(cm.exception.status_code, 502)
+        self.assertIn("/amount", cm.exception.message)
+        r = ant().messages.create(model="mock-1", max_tokens=64, tools=tools,
+                                  messages=[{"role": "user", "content": "record it"}],
+                                  extra_headers={"x-mock": "tool=record", "x-mock-tool-args": '{"amount": 3}'})
+        self.assertEqual(r.content[0].input, {"amount": 3})
 
     def test_401_is_authentication_error(self):
         with self.assertRaises(anthropic.AuthenticationError) as cm:
