@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
+use warden::config::jsonschema::compile;
 use warden::pipeline::schema::{check, OutputPlan};
 use warden::policy::schema::{OnInvalid, OutputRules, StreamMode};
 use warden::policy::Mode;
 use warden::provider::output::Output;
 use warden::provider::ApiFamily;
-use warden::schema::compile;
 
 fn main() {
     let schema = compile(&json!({

@@ -35,7 +35,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod provider;
 pub mod ratelimit;
-pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod sessions;

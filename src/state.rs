@@ -92,7 +92,7 @@ pub struct AppState {
     /// Stored responses and the single flights of misses, sized by `cache.max_bytes` at start.
     pub cache: crate::cache::ResponseCache,
     /// Validators compiled from the schemas requests declare (bounded).
-    pub schemas: crate::schema::Declared,
+    pub schemas: crate::config::jsonschema::Declared,
     /// The audit log's writer, when `audit:` is configured.
     pub audit: std::sync::OnceLock<crate::audit::AuditLog>,
     /// The durable ledger settled spend goes to, when `ledger:` is configured.
@@ -110,7 +110,7 @@ impl AppState {
         let cache = crate::cache::ResponseCache::new(snapshot.settings.cache_max_bytes);
         Arc::new(AppState {
             cache,
-            schemas: crate::schema::Declared::default(),
+            schemas: crate::config::jsonschema::Declared::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
             transports,
             metrics: Metrics::new(),

@@ -5,6 +5,7 @@
 pub mod compile;
 pub mod diag;
 pub mod glob;
+pub mod jsonschema;
 pub mod prices;
 mod provider;
 pub mod snapshot;

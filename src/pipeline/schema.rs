@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::ctx::RequestCtx;
+use crate::config::jsonschema::{cut, select, Compiled};
 use crate::error::{ProxyError, SchemaRefusal};
 use crate::policy::compile::Policy;
 use crate::policy::schema::{OnInvalid, OutputRules, StreamMode};
@@ -21,7 +22,6 @@ use crate::provider::output::Output;
 use crate::provider::request::RequestView;
 use crate::provider::structured::{declared, TextFormat};
 use crate::provider::Endpoint;
-use crate::schema::{cut, select, Compiled};
 use crate::state::AppState;
 
 /// What one request's answer must satisfy.
@@ -88,7 +88,7 @@ pub fn plan(
     Ok(Some(Arc::new(OutputPlan { rules, text, tools })))
 }
 
-/// Every way the output breaks the plan (at most [`crate::schema::MAX_PROBLEMS`] per
+/// Every way the output breaks the plan (at most [`crate::config::jsonschema::MAX_PROBLEMS`] per
 /// part), each as `where pointer: why`. A refusal is an answer, not output to validate.
 pub fn check(plan: &OutputPlan, out: &Output) -> Vec<String> {
     let mut problems = Vec::new();
@@ -311,7 +311,7 @@ fn repair_note(problems: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::compile;
+    use crate::config::jsonschema::compile;
     use serde_json::json;
 
     fn rules(on_invalid: OnInvalid) -> Arc<OutputRules> {

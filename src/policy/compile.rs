@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_saphyr::Spanned;
 
-use super::{route_hint, LoadedFile, Mode, OnExceed, RawLimits, RawPolicy, ROUTE_NAMES};
+use super::{route_hint, LoadedFile, Mode, OnExceed, RawPolicy, ROUTE_NAMES};
 use crate::config::diag::hint_for;
 use crate::config::glob::Glob;
 use crate::config::{Diagnostic, Snapshot, VirtualKey};
@@ -186,7 +186,7 @@ impl PolicySet {
     }
 }
 
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     file: &'a str,
     /// Where the file's schema files sit.
     dir: &'a std::path::Path,
@@ -200,11 +200,11 @@ impl super::schema::Report for Cx<'_> {
 }
 
 impl Cx<'_> {
-    fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>, hint: Option<String>) {
+    pub(super) fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>, hint: Option<String>) {
         self.diags.push(Diagnostic::at(self.file, at.referenced, msg).with_hint(hint));
     }
 
-    fn glob(&mut self, v: &Spanned<String>) -> Option<Glob> {
+    pub(super) fn glob(&mut self, v: &Spanned<String>) -> Option<Glob> {
         match Glob::new(&v.value) {
             Ok(g) => Some(g),
             Err(e) => {
@@ -214,7 +214,7 @@ impl Cx<'_> {
         }
     }
 
-    fn ceiling(&mut self, v: &Spanned<i64>, what: &str) -> u64 {
+    pub(super) fn ceiling(&mut self, v: &Spanned<i64>, what: &str) -> u64 {
         if v.value < 1 {
             self.err(v, format!("{what} must be at least 1, got {}", v.value), None);
             return 1;
@@ -222,7 +222,7 @@ impl Cx<'_> {
         v.value.unsigned_abs()
     }
 
-    fn range(&mut self, r: &super::RangeRule, what: &str, lo: f64, hi: f64) -> Range {
+    pub(super) fn range(&mut self, r: &super::RangeRule, what: &str, lo: f64, hi: f64) -> Range {
         for v in [&r.min, &r.max].into_iter().flatten() {
             if !(lo..=hi).contains(&v.value) {
                 self.err(v, format!("{what} bounds must be between {lo} and {hi}, got {}", v.value), None);
@@ -348,7 +348,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
         models,
         providers: m.providers.iter().map(|p| p.value.clone()).collect(),
         routes,
-        limits: p.limits.as_ref().map(|l| compile_limits(cx, l, p.mode)),
+        limits: p.limits.as_ref().map(|l| super::limits::compile_limits(cx, l, p.mode)),
         budgets: compile_budgets(cx, &p.budgets),
         rate_limits: p
             .rate_limits
@@ -443,61 +443,3 @@ fn compile_budgets(cx: &mut Cx, raw: &[super::RawBudget]) -> Vec<Budget> {
     }
     out
 }
-
-fn compile_limits(cx: &mut Cx, l: &RawLimits, policy_mode: Mode) -> Limits {
-    // The most specific mode wins: rule, then section, then policy.
-    let section = l.mode.unwrap_or(policy_mode);
-    let mode = |m: Option<Mode>| m.unwrap_or(section);
-    Limits {
-        models: l.models.as_ref().map(|r| Rule {
-            value: ModelLists {
-                allow: r.allow.as_ref().map(|a| a.iter().filter_map(|v| cx.glob(v)).collect()),
-                deny: r.deny.iter().filter_map(|v| cx.glob(v)).collect(),
-            },
-            mode: mode(r.mode),
-        }),
-        max_tokens: l.max_tokens.as_ref().map(|r| {
-            let max = cx.ceiling(&r.max, "max_tokens.max");
-            let default = match &r.default {
-                Some(d) => {
-                    let v = cx.ceiling(d, "max_tokens.default");
-                    if v > max {
-                        cx.err(d, format!("max_tokens.default {v} is above max_tokens.max {max}"), None);
-                    }
-                    v
-                }
-                None => max,
-            };
-            Rule { value: TokenCeiling { max, default, on_exceed: r.on_exceed }, mode: mode(r.mode) }
-        }),
-        max_n: l.max_n.as_ref().map(|r| Rule { value: cx.ceiling(&r.max, "max_n.max"), mode: mode(r.mode) }),
-        temperature: l
-            .temperature
-            .as_ref()
-            .map(|r| Rule { value: cx.range(r, "temperature", 0.0, 2.0), mode: mode(r.mode) }),
-        top_p: l.top_p.as_ref().map(|r| Rule { value: cx.range(r, "top_p", 0.0, 1.0), mode: mode(r.mode) }),
-        tools: l.tools.as_ref().map(|r| Rule { value: r.allow.iter().cloned().collect(), mode: mode(r.mode) }),
-        max_tool_iterations: match &l.max_tool_iterations {
-            Some(r) => Rule { value: cx.ceiling(&r.max, "max_tool_iterations.max"), mode: mode(r.mode) },
-            None => Rule { value: DEFAULT_TOOL_ITERATIONS, mode: section },
-        },
-        extra_paths: Rule {
-            value: l.extra_paths.iter().flatten().filter_map(|v| path_glob(cx, v)).collect(),
-            mode: section,
-        },
-        allow_file_batches: l.allow_file_batches,
-    }
-}
-
-fn path_glob(cx: &mut Cx, v: &Spanned<String>) -> Option<Glob> {
-    match Glob::path(&v.value) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            cx.err(v, e, None);
-            None
-        }
-    }
-}
-
-/// Tool rounds allowed when a `limits` section does not say.
-pub const DEFAULT_TOOL_ITERATIONS: u64 = 10;

@@ -4,19 +4,23 @@
 //! Pure: a function of the compiled rules and the request body, shared by the pipeline and
 //! `warden test`. The body is read once, into borrowed views of just the fields the rules
 //! need (no `serde_json::Value` tree), and changes are returned as byte ranges to splice.
+//! Also the section's compilation from its YAML shape.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use serde_json::value::RawValue;
 
-use super::compile::{Facts, Limits, Policy, Range as Bounds, Rule};
+use super::compile::{Cx, Facts, Limits, ModelLists, Policy, Range as Bounds, Rule, TokenCeiling};
 use super::tools::tool_names;
 use super::verdict::{PolicyEdit, Verdict, Violation};
+use super::RawLimits;
 use super::{Mode, OnExceed};
+use crate::config::glob::Glob;
 use crate::http::splice::Edit;
 use crate::provider::request::RequestView;
 use crate::provider::Endpoint;
+use serde_saphyr::Spanned;
 
 /// A change a policy makes to the request's output-token limit before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,3 +296,62 @@ fn outside(r: Bounds, v: f64) -> Option<String> {
         _ => None,
     }
 }
+
+/// Compiles a `limits` section.
+pub(super) fn compile_limits(cx: &mut Cx, l: &RawLimits, policy_mode: Mode) -> Limits {
+    // The most specific mode wins: rule, then section, then policy.
+    let section = l.mode.unwrap_or(policy_mode);
+    let mode = |m: Option<Mode>| m.unwrap_or(section);
+    Limits {
+        models: l.models.as_ref().map(|r| Rule {
+            value: ModelLists {
+                allow: r.allow.as_ref().map(|a| a.iter().filter_map(|v| cx.glob(v)).collect()),
+                deny: r.deny.iter().filter_map(|v| cx.glob(v)).collect(),
+            },
+            mode: mode(r.mode),
+        }),
+        max_tokens: l.max_tokens.as_ref().map(|r| {
+            let max = cx.ceiling(&r.max, "max_tokens.max");
+            let default = match &r.default {
+                Some(d) => {
+                    let v = cx.ceiling(d, "max_tokens.default");
+                    if v > max {
+                        cx.err(d, format!("max_tokens.default {v} is above max_tokens.max {max}"), None);
+                    }
+                    v
+                }
+                None => max,
+            };
+            Rule { value: TokenCeiling { max, default, on_exceed: r.on_exceed }, mode: mode(r.mode) }
+        }),
+        max_n: l.max_n.as_ref().map(|r| Rule { value: cx.ceiling(&r.max, "max_n.max"), mode: mode(r.mode) }),
+        temperature: l
+            .temperature
+            .as_ref()
+            .map(|r| Rule { value: cx.range(r, "temperature", 0.0, 2.0), mode: mode(r.mode) }),
+        top_p: l.top_p.as_ref().map(|r| Rule { value: cx.range(r, "top_p", 0.0, 1.0), mode: mode(r.mode) }),
+        tools: l.tools.as_ref().map(|r| Rule { value: r.allow.iter().cloned().collect(), mode: mode(r.mode) }),
+        max_tool_iterations: match &l.max_tool_iterations {
+            Some(r) => Rule { value: cx.ceiling(&r.max, "max_tool_iterations.max"), mode: mode(r.mode) },
+            None => Rule { value: DEFAULT_TOOL_ITERATIONS, mode: section },
+        },
+        extra_paths: Rule {
+            value: l.extra_paths.iter().flatten().filter_map(|v| path_glob(cx, v)).collect(),
+            mode: section,
+        },
+        allow_file_batches: l.allow_file_batches,
+    }
+}
+
+fn path_glob(cx: &mut Cx, v: &Spanned<String>) -> Option<Glob> {
+    match Glob::path(&v.value) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            cx.err(v, e, None);
+            None
+        }
+    }
+}
+
+/// Tool rounds allowed when a `limits` section does not say.
+pub const DEFAULT_TOOL_ITERATIONS: u64 = 10;

@@ -15,7 +15,7 @@ use serde_saphyr::Spanned;
 use super::compile::Policy;
 use super::verdict::{Verdict, Violation};
 use super::Mode;
-use crate::schema::{compile, select, valid_pointer, Compiled};
+use crate::config::jsonschema::{compile, select, valid_pointer, Compiled};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

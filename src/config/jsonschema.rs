@@ -1,4 +1,5 @@
-//! JSON Schema validation behind one small seam, so the `jsonschema` crate (built without
+//! JSON Schema validation behind one small seam, pure like the rest of `config` (below the
+//! policies and the pipeline that use it), so the `jsonschema` crate (built without
 //! its default features: no remote `$ref`, so no SSRF or blocking HTTP through a policy or a
 //! client's schema) is configured in one place: formats are checked, patterns run with a
 //! backtracking limit, and warden's domain keyword `x-not-past` is known. Also the JSON
