@@ -1,8 +1,7 @@
 //! The `schema` section: its YAML shape, its compiled form (JSON Schemas compiled once per
 //! reload, files read beside the policy), and the request rules' decision: pointers that
 //! must be present, pointers that must be absent, and a JSON Schema for the whole body.
-//! The output half is compiled here and applied to responses by
-//! [`crate::pipeline::schema`].
+//! The output half is compiled here and applied to responses by the pipeline's schema stage.
 
 use std::path::Path;
 use std::sync::Arc;
