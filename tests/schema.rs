@@ -457,3 +457,19 @@ policies:
         m.lines().filter(|l| l.contains("schema")).collect::<Vec<_>>().join("\n")
     );
 }
+
+#[tokio::test]
+async fn responses_text_format_is_validated_and_monitor_mode_only_records() {
+    let s = setup("        on_invalid: reject\n        mode: monitor").await;
+    let body = json!({"model": "gpt-4o", "input": "Extract the invoice.",
+        "text": {"format": {"type": "json_schema", "name": "invoice",
+            "schema": serde_json::from_str::<Value>(INVOICE_SCHEMA).unwrap()}}});
+    let bad = bad_answers()[1].1;
+    let r = s.post("/v1/responses", &body, &[("x-mock-reply", bad)]).await;
+    assert_eq!(r.status, 200, "monitor mode lets it through: {}", r.text());
+    assert_eq!(r.headers["x-warden-schema"], "invalid");
+    assert_eq!(r.headers["x-warden-would-block"], "invoice-extraction:schema.output");
+    let r = s.post("/v1/responses", &body, &[("x-mock-reply", GOOD)]).await;
+    assert_eq!(r.headers["x-warden-schema"], "valid");
+    assert_eq!(s.metric("warden_schema_violations_total{action=\"monitor\",direction=\"output\"").await, 1.0);
+}
