@@ -35,6 +35,9 @@ pub struct Metrics {
     pub schema_violations: IntCounterVec,
     /// Upstream calls made again because the output broke its schema.
     pub schema_retries: prometheus::IntCounter,
+    /// Requests in which the injection scan found a family. Labels: family, action (block,
+    /// flag, sanitize, monitor), policy.
+    pub injection_detections: IntCounterVec,
     /// Tokens by key, team, model, provider, direction (input, output, cached_input,
     /// cache_write, reasoning) and whether they were estimated.
     pub tokens: IntCounterVec,
@@ -154,6 +157,13 @@ impl Metrics {
             "warden_schema_retries_total",
             "Upstream calls made again because the model's output broke its schema.",
         ));
+        let injection_detections = must(IntCounterVec::new(
+            Opts::new(
+                "warden_injection_detections_total",
+                "Requests in which the injection scan found an attack family.",
+            ),
+            &["family", "action", "policy"],
+        ));
         let tokens = must(IntCounterVec::new(
             Opts::new(
                 "warden_tokens_total",
@@ -256,6 +266,7 @@ impl Metrics {
             Box::new(policy_decisions.clone()),
             Box::new(schema_violations.clone()),
             Box::new(schema_retries.clone()),
+            Box::new(injection_detections.clone()),
             Box::new(tokens.clone()),
         ] {
             must(registry.register(c));
@@ -275,6 +286,7 @@ impl Metrics {
             policy_decisions,
             schema_violations,
             schema_retries,
+            injection_detections,
             tokens,
             cost,
             budget_remaining,

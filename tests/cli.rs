@@ -32,7 +32,7 @@ fn check_accepts_the_shipped_config() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ok (4 providers, 3 keys, 5 policies in 5 files)"), "{stdout}");
+    assert!(stdout.contains("ok (4 providers, 3 keys, 7 policies in 6 files)"), "{stdout}");
     assert!(stdout.contains("provider `openai` is disabled: OPENAI_API_KEY is not set"), "{stdout}");
 }
 

@@ -47,9 +47,13 @@ fn unknown_field_with_hint() {
 }
 
 #[test]
-fn planned_section_is_rejected_not_ignored() {
-    let e = error_of("policies:\n  - name: a\n    injection: { action: block }\n");
-    assert!(e.starts_with("p.yaml:3:5: the `injection` section is not implemented in this version of warden"), "{e}");
+fn section_typos_and_bad_values_are_errors_with_hints() {
+    let e = error_of("policies:\n  - name: a\n    injection: { action: shred }\n");
+    assert!(e.starts_with("p.yaml:3:26: ") && e.contains("shred"), "{e}");
+    let e = error_of("policies:\n  - name: a\n    injection: { families: { roleplay: false } }\n");
+    assert!(e.contains("unknown family `roleplay`") && e.contains("roleplay_jailbreak"), "{e}");
+    let e = error_of("policies:\n  - name: a\n    injection: { scan: [users] }\n");
+    assert!(e.contains("unknown role `users`"), "{e}");
     let e = error_of("policies:\n  - name: a\n    retrie: {}\n");
     assert!(e.contains("did you mean `retries`?"), "{e}");
     let e = error_of("policies:\n  - name: a\n    budget: []\n");

@@ -104,6 +104,19 @@ pub enum ProxyError {
     /// of retries).
     #[error("the model's output does not satisfy the output schema of policy `{}` ({} attempt{}): {}", .0.policy, .0.attempts, if .0.attempts == 1 { "" } else { "s" }, .0.problems.join("; "))]
     SchemaInvalid(Box<SchemaRefusal>),
+    /// The injection scan found an attack and the policy blocks. The text is never echoed.
+    #[error("blocked by policy `{}`: prompt injection detected ({}, score {:.2}) in {}", .0.policy, .0.family, .0.score, .0.place)]
+    InjectionDetected(Box<InjectionRefusal>),
+}
+
+/// Where an injection was found, without the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectionRefusal {
+    pub policy: String,
+    pub family: &'static str,
+    pub score: f32,
+    /// `message 2 (tool)`, `the system prompt`.
+    pub place: String,
 }
 
 /// Why an output was refused: the violations, each `where pointer: why`.
@@ -196,6 +209,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => StatusCode::BAD_REQUEST,
             ProxyError::BudgetExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::SchemaInvalid(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::InjectionDetected(_) => StatusCode::FORBIDDEN,
             ProxyError::UnpricedModel(_) => StatusCode::FORBIDDEN,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -231,6 +245,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => ErrorClass::InvalidRequest,
             ProxyError::BudgetExhausted(_) => ErrorClass::RateLimit,
             ProxyError::SchemaInvalid(_) => ErrorClass::Upstream,
+            ProxyError::InjectionDetected(_) => ErrorClass::Permission,
             ProxyError::UnpricedModel(_) => ErrorClass::Permission,
             ProxyError::RateLimited(_) => ErrorClass::RateLimit,
             ProxyError::CircuitOpen { .. } => ErrorClass::Unavailable,
@@ -265,6 +280,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => "policy_violation",
             ProxyError::BudgetExhausted(_) => "budget_exhausted",
             ProxyError::SchemaInvalid(_) => "schema_invalid",
+            ProxyError::InjectionDetected(_) => "injection_detected",
             ProxyError::UnpricedModel(_) => "unpriced_model",
             ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::CircuitOpen { .. } => "circuit_open",
@@ -282,6 +298,7 @@ impl ProxyError {
             ProxyError::PolicyViolation(_) => Some("policy_violation"),
             ProxyError::BudgetExhausted(_) => Some("budget_exceeded"),
             ProxyError::SchemaInvalid(_) => Some("output_schema_violation"),
+            ProxyError::InjectionDetected(_) => Some("prompt_injection_detected"),
             ProxyError::UnpricedModel(_) => Some("unpriced_model"),
             ProxyError::RateLimited(_) => Some("rate_limit_exceeded"),
             ProxyError::SessionLimit(_) => Some("session_limit_exceeded"),
@@ -329,6 +346,7 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::BudgetExhausted(_)
             | ProxyError::SchemaInvalid(_)
+            | ProxyError::InjectionDetected(_)
             | ProxyError::UnpricedModel(_)
             | ProxyError::RateLimited(_)
             | ProxyError::CircuitOpen { .. }
@@ -365,6 +383,7 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::BudgetExhausted(_)
             | ProxyError::SchemaInvalid(_)
+            | ProxyError::InjectionDetected(_)
             | ProxyError::UnpricedModel(_)
             | ProxyError::RateLimited(_)
             | ProxyError::CircuitOpen { .. }

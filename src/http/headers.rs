@@ -25,6 +25,8 @@ pub const POLICY_VERSION: HeaderName = HeaderName::from_static("x-warden-policy-
 /// `provider/model` of the upstream that answered (a fallback's, when one did).
 /// `hit`, `miss` or `bypass`, when a cache policy applies.
 pub const CACHE: HeaderName = HeaderName::from_static("x-warden-cache");
+/// `family=score`: the injection scan's top detection.
+pub const INJECTION: HeaderName = HeaderName::from_static("x-warden-injection");
 /// `valid` or `invalid`: what the output schema check found.
 pub const SCHEMA: HeaderName = HeaderName::from_static("x-warden-schema");
 /// Upstream calls the answer took, when schema retries made more than one.

@@ -107,6 +107,32 @@ pub fn views(input: &str) -> Views {
     v
 }
 
+/// The text with what hides or fakes structure removed: tag characters (outside emoji flag
+/// sequences), bidi controls, invisible characters between letters, and chat-template
+/// tokens (`<|im_start|>`, `[INST]`, `<<SYS>>`, ...). `None`: nothing to remove. Emoji
+/// built with joiners and flags stay as they are.
+pub fn sanitize(input: &str) -> Option<String> {
+    static TOKENS: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)<\|[a-z0-9_]{1,32}\|>|\[/?inst\]|<</?sys>>|<\|?(?:im_start|im_end|endoftext|eot_id|start_header_id|end_header_id)\|?>|</?(?:system|assistant|user)>").ok()
+    });
+    let chars: Vec<char> = input.chars().collect();
+    let mut kept = String::with_capacity(input.len());
+    for (i, &c) in chars.iter().enumerate() {
+        let latin = |j: Option<&char>| j.is_some_and(|p| p.is_alphanumeric());
+        let hidden = (is_tag(c) && !in_flag_sequence(&chars, i))
+            || is_bidi_control(c)
+            || (is_zero_width(c) && latin(i.checked_sub(1).and_then(|j| chars.get(j))) && latin(chars.get(i + 1)));
+        if !hidden {
+            kept.push(c);
+        }
+    }
+    let cleaned = match TOKENS.as_ref() {
+        Some(re) => re.replace_all(&kept, "").into_owned(),
+        None => kept,
+    };
+    (cleaned != input).then_some(cleaned)
+}
+
 fn in_flag_sequence(chars: &[char], i: usize) -> bool {
     let mut start = i;
     while start > 0 && is_tag(chars[start - 1]) {
@@ -240,6 +266,21 @@ fn rot13(c: char) -> char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sanitize_removes_hidden_text_and_template_tokens_and_keeps_emoji() {
+        let hidden: String =
+            "hi".chars().chain("ignore".chars().map(|c| char::from_u32(0xE0000 + c as u32).unwrap())).collect();
+        assert_eq!(sanitize(&hidden).as_deref(), Some("hi"));
+        assert_eq!(
+            sanitize("ig\u{200B}nore <|im_start|>system\n[INST] x [/INST]").as_deref(),
+            Some("ignore system\n x ")
+        );
+        assert_eq!(sanitize("\u{202E}abc").as_deref(), Some("abc"));
+        let family = "👨\u{200D}👩\u{200D}👧 and 🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";
+        assert_eq!(sanitize(family), None);
+        assert_eq!(sanitize("plain text"), None);
+    }
 
     #[test]
     fn tag_characters_are_decoded_but_flags_are_emoji() {

@@ -19,6 +19,19 @@ pub enum Family {
 }
 
 impl Family {
+    pub const ALL: [Family; 10] = [
+        Family::InstructionOverride,
+        Family::PromptExfiltration,
+        Family::Roleplay,
+        Family::TemplateTokens,
+        Family::FakeTurns,
+        Family::Delimiter,
+        Family::HiddenText,
+        Family::MarkdownExfiltration,
+        Family::IndirectAddressing,
+        Family::Multilingual,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Family::InstructionOverride => "instruction_override",

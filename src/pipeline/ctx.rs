@@ -87,6 +87,8 @@ pub struct RequestCtx {
     pub schema_attempts: u32,
     /// A passthrough stream's output plan, checked when its final event arrives.
     pub verify_stream: Option<std::sync::Arc<super::schema::OutputPlan>>,
+    /// The injection scan's top detection, `family=score` (the `x-warden-injection` header).
+    pub injection: Option<String>,
     /// Usage of the attempts before the one that answered (schema retries): metered too.
     pub prior_usage: Option<Usage>,
 }
@@ -134,6 +136,7 @@ impl RequestCtx {
             schema_attempts: 0,
             verify_stream: None,
             prior_usage: None,
+            injection: None,
         }
     }
 

@@ -146,6 +146,7 @@ impl Drop for Finish {
             ("team", V::S(cx.team())),
             ("stream", V::B(cx.stream)),
             ("cache", V::S(cx.cache.map_or("-", super::cache::CacheResult::as_str))),
+            ("injection", opt(&cx.injection)),
             ("schema", V::S(cx.schema_state.unwrap_or("-"))),
             ("schema_attempts", V::U(u64::from(cx.schema_attempts))),
             ("schema_violations", V::Q(cx.schema_problems.as_deref().unwrap_or("-"))),

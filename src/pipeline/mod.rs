@@ -16,6 +16,7 @@
 //!                                  each nested batch request as if sent alone; `schema`
 //!                                  request rules (400 naming the pointer)
 //!       ─ schema::plan             what the answer must satisfy (declared or policy schema)
+//!       ─ injection::check         every scanned text part: block (403), flag, sanitize
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
 //!       ─ session::admit           agent session caps: requests, tokens, wall-clock time (429)
 //!       ─ cache::plan              cacheable? key of tenant, answering model, route, canonical body
@@ -52,6 +53,7 @@ pub mod checked;
 pub mod ctx;
 pub mod exchange;
 pub mod finish;
+pub mod injection;
 pub mod observed;
 pub mod parse;
 pub mod policy;
@@ -195,6 +197,7 @@ where
     // What the answer must satisfy, known before anything is spent (a declared schema
     // warden cannot compile is the request's fault: 400).
     let output_plan = schema::plan(app, &evaluated.policies, endpoint, &view)?;
+    injection::check(app, cx, &evaluated.policies, endpoint, &view, &body, &mut evaluated.decision.edits)?;
     cx.collect_output |= output_plan.is_some();
 
     let passthrough_id = match &identity {

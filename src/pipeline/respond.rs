@@ -13,8 +13,8 @@ use super::finish::{Finish, Outcome};
 use super::observed::Observed;
 use crate::http::body::Body;
 use crate::http::headers::{
-    sanitize_response, CACHE, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, SCHEMA, SCHEMA_ATTEMPTS, UPSTREAM,
-    WOULD_BLOCK,
+    sanitize_response, CACHE, INJECTION, OVERHEAD_MS, POLICY, POLICY_VERSION, REQUEST_ID, SCHEMA, SCHEMA_ATTEMPTS,
+    UPSTREAM, WOULD_BLOCK,
 };
 
 /// Timeouts that apply while the body streams.
@@ -43,9 +43,12 @@ pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeout
     if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
         parts.headers.insert(OVERHEAD_MS, v);
     }
-    for (name, value) in
-        [(POLICY, &fin.cx.policies), (WOULD_BLOCK, &fin.cx.would_block), (UPSTREAM, &fin.cx.answered_by)]
-    {
+    for (name, value) in [
+        (POLICY, &fin.cx.policies),
+        (WOULD_BLOCK, &fin.cx.would_block),
+        (UPSTREAM, &fin.cx.answered_by),
+        (INJECTION, &fin.cx.injection),
+    ] {
         if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             parts.headers.insert(name, v);
         }

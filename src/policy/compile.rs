@@ -50,6 +50,7 @@ pub struct Policy {
     pub audit_capture: Option<usize>,
     pub cache: Option<CachePolicy>,
     pub schema: super::schema::SchemaPolicy,
+    pub injection: Option<super::injection::InjectionPolicy>,
     pub mode: Mode,
 }
 
@@ -193,7 +194,12 @@ pub(super) struct Cx<'a> {
     diags: &'a mut Vec<Diagnostic>,
 }
 
-impl super::schema::Report for Cx<'_> {
+/// Reports a problem at a value's place in its policy file (the sections' compilers).
+pub trait Report {
+    fn report<T>(&mut self, at: &Spanned<T>, message: String);
+}
+
+impl Report for Cx<'_> {
     fn report<T>(&mut self, at: &Spanned<T>, message: String) {
         self.err(at, message, None);
     }
@@ -402,6 +408,7 @@ fn compile_one(cx: &mut Cx, p: &RawPolicy, key_names: &[&str], teams: &[&str], c
             }
             None => super::schema::SchemaPolicy::default(),
         },
+        injection: p.injection.as_ref().map(|i| super::injection::compile_injection(cx, i, p.mode)),
         mode: p.mode,
     }
 }

@@ -100,7 +100,7 @@ pub fn evaluate<'s>(
 }
 
 /// The nested requests' `params` objects.
-fn batch_params<'a>(fields: &Fields<'a>) -> Result<Vec<&'a RawValue>, String> {
+pub(crate) fn batch_params<'a>(fields: &Fields<'a>) -> Result<Vec<&'a RawValue>, String> {
     let Some(raw) = fields.requests else { return Ok(Vec::new()) };
     let items: Vec<BatchRequest> =
         serde_json::from_str(raw.get()).map_err(|_| "`requests` must be an array of objects".to_string())?;

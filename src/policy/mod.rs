@@ -12,6 +12,7 @@
 
 pub mod compile;
 pub mod evaluate;
+pub mod injection;
 pub mod limits;
 pub mod reload;
 pub mod schema;
@@ -29,7 +30,6 @@ use serde_saphyr::Spanned;
 
 pub use compile::{compile_policies, PolicySet};
 
-use crate::config::diag::did_you_mean;
 use crate::config::Diagnostic;
 
 /// One policy file: `policies: [...]`.
@@ -86,6 +86,8 @@ pub struct RawPolicy {
     pub cache: Option<RawPolicyCache>,
     /// Request rules, and validation of the model's structured output.
     pub schema: Option<schema::RawSchema>,
+    /// The prompt-injection scan of what flows into the prompt.
+    pub injection: Option<injection::RawInjection>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -370,10 +372,6 @@ pub struct ToolsRule {
     pub mode: Option<Mode>,
 }
 
-/// Sections planned for later versions: named so that a file using one gets a clear error
-/// instead of being half-applied.
-const PLANNED_SECTIONS: [&str; 1] = ["injection"];
-
 /// A parsed policy file and where it came from.
 pub struct LoadedFile {
     pub path: PathBuf,
@@ -436,21 +434,7 @@ pub fn load_dir(dir: &Path) -> Result<(Vec<LoadedFile>, String), Vec<Diagnostic>
 
 /// Parses one policy file's text.
 pub fn parse(display: &str, text: &str) -> Result<PolicyFile, Diagnostic> {
-    serde_saphyr::from_str::<PolicyFile>(text).map_err(|e| {
-        let mut d = Diagnostic::from_yaml(display, &e);
-        if let Some(planned) = PLANNED_SECTIONS.iter().find(|s| d.message.starts_with(&format!("unknown field `{s}`")))
-        {
-            d.message = format!("the `{planned}` section is not implemented in this version of warden");
-            d.hint = Some("remove it; sections available now: limits, budgets, rate_limits, retries, sessions, audit, cache, schema".into());
-        } else if d.hint.is_none() {
-            // A typo of a planned section still deserves a pointer to the right name.
-            let field = d.message.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
-            if let Some(near) = field.and_then(|f| did_you_mean(f, PLANNED_SECTIONS)) {
-                d.hint = Some(format!("did you mean `{near}`? (not implemented in this version of warden)"));
-            }
-        }
-        d
-    })
+    serde_saphyr::from_str::<PolicyFile>(text).map_err(|e| Diagnostic::from_yaml(display, &e))
 }
 
 /// Endpoint names a policy may match on.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::compile::Policy;
+use super::compile::{Policy, Report};
 use super::verdict::{Verdict, Violation};
 use super::Mode;
 use crate::config::jsonschema::{compile, select, valid_pointer, Compiled};
@@ -149,11 +149,6 @@ pub struct OutputRules {
 
 /// Retries are bounded: every one is a paid upstream call.
 pub const MAX_SCHEMA_RETRIES: u32 = 5;
-
-/// Reports a problem at a value's place in its policy file.
-pub trait Report {
-    fn report<T>(&mut self, at: &Spanned<T>, message: String);
-}
 
 /// Compiles a `schema` section. `dir`: the policy file's directory, where schema files sit.
 pub fn compile_schema(

@@ -26,10 +26,20 @@ pub enum Role {
 }
 
 /// One text part of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TextPart<'a> {
     pub role: Role,
     pub text: Cow<'a, str>,
+    /// The JSON string it was read from, inside the body (for an edit that replaces it).
+    pub raw: &'a RawValue,
+    /// Which message or input item holds it (`None`: a system prompt field).
+    pub message: Option<usize>,
+}
+
+impl PartialEq for TextPart<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.role, &self.text, self.message) == (o.role, &o.text, o.message)
+    }
 }
 
 /// What the conversation holds.
@@ -70,9 +80,9 @@ struct Part<'a> {
     #[serde(borrow, rename = "type")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+    text: Option<&'a RawValue>,
     #[serde(borrow)]
-    refusal: Option<Cow<'a, str>>,
+    refusal: Option<&'a RawValue>,
     /// Anthropic `tool_result` blocks nest their content.
     #[serde(borrow)]
     content: Option<&'a RawValue>,
@@ -88,13 +98,19 @@ struct Blocks {
 /// Text of a `content` value: a string, or an array of parts whose text parts count
 /// (images, audio and files are skipped, never decoded). A `tool_result` block's content is
 /// the tool's, whatever message carries it.
-fn content<'a>(raw: &'a RawValue, role: Role, out: &mut Vec<TextPart<'a>>) -> Result<Blocks, String> {
+fn content<'a>(
+    raw: &'a RawValue,
+    role: Role,
+    at: Option<usize>,
+    out: &mut Vec<TextPart<'a>>,
+) -> Result<Blocks, String> {
     let mut blocks = Blocks::default();
+    let text = |raw: &'a RawValue| -> Result<TextPart<'a>, String> {
+        let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|_| "a text part must be a string".to_string())?;
+        Ok(TextPart { role, text, raw, message: at })
+    };
     match raw.get().as_bytes().first() {
-        Some(b'"') => {
-            let text: Cow<str> = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-            out.push(TextPart { role, text });
-        }
+        Some(b'"') => out.push(text(raw)?),
         Some(b'[') => {
             let parts: Vec<Part> =
                 serde_json::from_str(raw.get()).map_err(|_| "content parts must be objects".to_string())?;
@@ -103,14 +119,20 @@ fn content<'a>(raw: &'a RawValue, role: Role, out: &mut Vec<TextPart<'a>>) -> Re
                     Some(k) if k.ends_with("tool_result") => {
                         blocks.tool_result = true;
                         if let Some(c) = p.content {
-                            content(c, Role::Tool, out)?;
+                            content(c, Role::Tool, at, out)?;
                         }
                     }
                     Some(k) if k.ends_with("tool_use") => blocks.tool_use = true,
                     Some("text" | "input_text" | "output_text") | None => {
-                        out.extend(p.text.map(|text| TextPart { role, text }))
+                        if let Some(t) = p.text.filter(|t| t.get() != "null") {
+                            out.push(text(t)?);
+                        }
                     }
-                    Some("refusal") => out.extend(p.refusal.map(|text| TextPart { role, text })),
+                    Some("refusal") => {
+                        if let Some(t) = p.refusal.filter(|t| t.get() != "null") {
+                            out.push(text(t)?);
+                        }
+                    }
                     Some(_) => {}
                 }
             }
@@ -171,7 +193,7 @@ impl Rounds {
 pub fn read<'a>(endpoint: Endpoint, f: &Fields<'a>) -> Result<History<'a>, String> {
     let mut texts = Vec::new();
     for sys in [f.system, f.instructions].into_iter().flatten() {
-        content(sys, Role::System, &mut texts)?;
+        content(sys, Role::System, None, &mut texts)?;
     }
     // Message histories hold only message objects; the other inputs may also hold strings
     // (prompts, embedding inputs) and token arrays.
@@ -184,7 +206,7 @@ pub fn read<'a>(endpoint: Endpoint, f: &Fields<'a>) -> Result<History<'a>, Strin
     let mut rounds = Rounds::default();
     match items.map(|i| (i, i.get().as_bytes().first())) {
         Some((one, Some(b'"'))) => {
-            content(one, Role::User, &mut texts)?;
+            content(one, Role::User, Some(0), &mut texts)?;
         }
         Some((list, Some(b'['))) => {
             let what = if messages {
@@ -193,10 +215,11 @@ pub fn read<'a>(endpoint: Endpoint, f: &Fields<'a>) -> Result<History<'a>, Strin
                 "`input` items must be objects"
             };
             let values: Vec<&RawValue> = serde_json::from_str(list.get()).map_err(|_| what.to_string())?;
-            for v in values {
+            for (at, v) in values.into_iter().enumerate() {
+                let at = Some(at);
                 match v.get().as_bytes().first() {
                     Some(b'"') if !messages => {
-                        content(v, Role::User, &mut texts)?;
+                        content(v, Role::User, at, &mut texts)?;
                         continue;
                     }
                     Some(b'{') => {}
@@ -210,7 +233,7 @@ pub fn read<'a>(endpoint: Endpoint, f: &Fields<'a>) -> Result<History<'a>, Strin
                 if kind.ends_with("_call_output") {
                     rounds.result();
                     if let Some(output) = item.output {
-                        content(output, Role::Tool, &mut texts)?;
+                        content(output, Role::Tool, at, &mut texts)?;
                     }
                     continue;
                 }
@@ -220,7 +243,7 @@ pub fn read<'a>(endpoint: Endpoint, f: &Fields<'a>) -> Result<History<'a>, Strin
                 }
                 let role = role_of(item.role.as_deref());
                 let blocks = match item.content {
-                    Some(c) => content(c, role, &mut texts)?,
+                    Some(c) => content(c, role, at, &mut texts)?,
                     None => Blocks::default(),
                 };
                 let present = |v: Option<&RawValue>| v.is_some_and(|c| !matches!(c.get(), "null" | "[]"));
@@ -316,7 +339,8 @@ mod tests {
         let text = body.to_string();
         let f: Fields = serde_json::from_str(&text).unwrap();
         let h = read(Endpoint::ChatCompletions, &f).unwrap();
-        assert_eq!(h.texts, vec![TextPart { role: Role::User, text: "real text".into() }]);
+        assert_eq!((h.texts[0].role, h.texts[0].text.as_ref(), h.texts[0].message), (Role::User, "real text", Some(0)));
+        assert_eq!(h.texts.len(), 1);
         assert_eq!(h.tool_rounds, 0);
     }
 }

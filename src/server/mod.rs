@@ -141,6 +141,10 @@ pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
         tracing::info!(target: "warden", path = %audit.path.display(), "audit log on");
         let _ = app.audit.set(log);
     }
+    // The scanner's automata are built before the first request rather than during it.
+    if app.snapshot.load().policies.policies.iter().any(|p| p.injection.is_some()) {
+        crate::injection::warm();
+    }
     let limits = ConnLimits::from_settings(&settings);
     let api = TcpListener::bind(settings.api_listen).await?;
     let admin = TcpListener::bind(settings.admin_listen).await?;
