@@ -112,19 +112,47 @@ pub fn views(input: &str) -> Views {
 /// tokens (`<|im_start|>`, `[INST]`, `<<SYS>>`, ...). `None`: nothing to remove. Emoji
 /// built with joiners and flags stay as they are.
 pub fn sanitize(input: &str) -> Option<String> {
+    // Each removal can bring pieces together that another removes (a token split by an
+    // invisible character, a token inside a token). A few passes undo any such trick that
+    // is not built to defeat exactly this; the bound keeps the work linear.
+    let mut out = sanitize_once(input)?;
+    for _ in 0..8 {
+        match sanitize_once(&out) {
+            Some(next) => out = next,
+            None => break,
+        }
+    }
+    Some(out)
+}
+
+fn sanitize_once(input: &str) -> Option<String> {
     static TOKENS: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"(?i)<\|[a-z0-9_]{1,32}\|>|\[/?inst\]|<</?sys>>|<\|?(?:im_start|im_end|endoftext|eot_id|start_header_id|end_header_id)\|?>|</?(?:system|assistant|user)>").ok()
     });
     let chars: Vec<char> = input.chars().collect();
+    // First what is hidden wherever it stands, then runs of invisible characters between
+    // letters or digits (as they stand once the first are gone), so a second pass finds
+    // nothing more.
+    let visible: Vec<char> = chars
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| !((is_tag(c) && !in_flag_sequence(&chars, i)) || is_bidi_control(c)))
+        .map(|(_, &c)| c)
+        .collect();
     let mut kept = String::with_capacity(input.len());
-    for (i, &c) in chars.iter().enumerate() {
-        let latin = |j: Option<&char>| j.is_some_and(|p| p.is_alphanumeric());
-        let hidden = (is_tag(c) && !in_flag_sequence(&chars, i))
-            || is_bidi_control(c)
-            || (is_zero_width(c) && latin(i.checked_sub(1).and_then(|j| chars.get(j))) && latin(chars.get(i + 1)));
-        if !hidden {
-            kept.push(c);
+    let mut i = 0;
+    while i < visible.len() {
+        if !is_zero_width(visible[i]) {
+            kept.push(visible[i]);
+            i += 1;
+            continue;
         }
+        let end = visible[i..].iter().position(|c| !is_zero_width(*c)).map_or(visible.len(), |n| i + n);
+        let word = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric());
+        if !(word(i.checked_sub(1).and_then(|j| visible.get(j))) && word(visible.get(end))) {
+            kept.extend(&visible[i..end]);
+        }
+        i = end;
     }
     let cleaned = match TOKENS.as_ref() {
         Some(re) => re.replace_all(&kept, "").into_owned(),
