@@ -89,6 +89,8 @@ pub struct RequestCtx {
     pub verify_stream: Option<std::sync::Arc<super::schema::OutputPlan>>,
     /// The injection scan's top detection, `family=score` (the `x-warden-injection` header).
     pub injection: Option<String>,
+    /// The marker planted in the system prompt, watched for in the output.
+    pub canary: Option<Box<super::canary::Canary>>,
     /// Usage of the attempts before the one that answered (schema retries): metered too.
     pub prior_usage: Option<Usage>,
 }
@@ -137,6 +139,7 @@ impl RequestCtx {
             verify_stream: None,
             prior_usage: None,
             injection: None,
+            canary: None,
         }
     }
 

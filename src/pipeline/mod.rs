@@ -20,6 +20,7 @@
 //!       ─ auth::authorize          key may use provider; provider enabled; upstream credential
 //!       ─ session::admit           agent session caps: requests, tokens, wall-clock time (429)
 //!       ─ cache::plan              cacheable? key of tenant, answering model, route, canonical body
+//!       ─ canary::plant            a random marker in the system prompt, when a policy asks
 //!       ─ ratelimit / budget       admit and reserve the worst case (429); settled in the guard
 //!       ─ cache::lookup            hit → replayed in the asked shape (free unless charged);
 //!                                  identical misses in flight → wait for the leader
@@ -49,6 +50,7 @@ pub mod auth;
 pub mod batch;
 pub mod budget;
 pub mod cache;
+pub mod canary;
 pub mod checked;
 pub mod ctx;
 pub mod exchange;
@@ -242,6 +244,12 @@ where
         &body,
         &evaluated.decision.edits,
     );
+    // Planted after the cache key is made: a random marker must not make every request a miss.
+    if let Some((c, edit)) = canary::plant(&evaluated.policies, endpoint, &view, &body) {
+        cx.canary = Some(Box::new(c));
+        cx.collect_output = true;
+        evaluated.decision.edits.push(edit);
+    }
     let top = body.iter().position(|b| *b == b'{').unwrap_or(0);
     if evaluated.policies.iter().any(|p| !p.budgets.is_empty() || !p.rate_limits.is_empty()) {
         if endpoint.batch_item().is_some() || matches!(endpoint, Endpoint::Batches | Endpoint::Other) {
@@ -377,6 +385,17 @@ where
         cx.output = checked.output.take();
         // count_tokens counts; it does not spend.
         cx.usage = checked.usage.filter(|_| endpoint != Endpoint::CountTokens);
+        if let (Some(c), Some(out)) = (cx.canary.as_deref_mut(), cx.output.as_ref()) {
+            if c.seen_in(out) {
+                if let Some(l) = lead.take() {
+                    l.not_stored();
+                }
+                if let Some(e) = canary::leaked(app, cx) {
+                    let response = schema::refuse(app, cx, e);
+                    return Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }));
+                }
+            }
+        }
         let judged = match &output_plan {
             Some(plan) if checked.response.status().is_success() => {
                 let judged = schema::answer(app, cx, plan, &mut checked, &timeouts, &provider.name, attempt).await;

@@ -129,6 +129,20 @@ impl Observed {
         Usage::sum(seen, self.fin.cx.prior_usage)
     }
 
+    /// Where the stream's output now repeats the request's canary and the policy blocks:
+    /// the API's error event that ends the stream instead.
+    fn canary_refusal(&mut self) -> Option<Bytes> {
+        let (Some(w), Some(c)) = (self.sse.as_deref(), self.fin.cx.canary.as_deref_mut()) else { return None };
+        if c.leaked || !c.seen_in(w.output.as_ref()?) {
+            return None;
+        }
+        let e = super::canary::leaked(&self.fin.app, &mut self.fin.cx)?;
+        self.fin.cx.error_kind = Some(e.kind());
+        self.fin.outcome = Outcome::UpstreamInvalid;
+        self.ended = true;
+        Some(w.error_with(ErrorClass::Permission, &e.to_string()))
+    }
+
     /// A passthrough stream's output is judged when its final event arrives: the event goes
     /// out if the output passes, the API's error event instead if it is refused.
     fn verdict(&mut self, plan: &super::schema::OutputPlan) -> Bytes {
@@ -175,6 +189,11 @@ impl Observed {
                         }
                         let accepted = w.accept(data);
                         let terminal = w.terminal;
+                        if let Some(refused) = self.canary_refusal() {
+                            // The events that completed the marker are not sent.
+                            batch.push(refused);
+                            return;
+                        }
                         batch.push(accepted.forward);
                         if let Some(why) = accepted.failure {
                             let end = self.fail(Outcome::UpstreamInvalid, ErrorClass::Upstream, why);
@@ -250,7 +269,8 @@ impl Observed {
         // An output that broke its schema is never stored, flagged or not.
         let whole = self.fin.outcome == Outcome::Complete
             && self.sse.as_ref().is_some_and(|w| w.terminal)
-            && self.fin.cx.schema_state != Some("invalid");
+            && self.fin.cx.schema_state != Some("invalid")
+            && !self.fin.cx.canary.as_ref().is_some_and(|c| c.leaked);
         match self.tape.take().filter(|_| whole) {
             Some(tape) => {
                 let usage = self.usage().unwrap_or_default();

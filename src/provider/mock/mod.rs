@@ -6,7 +6,8 @@
 //! Directives come in the `x-mock` request header, comma-separated:
 //! `status=429`, `retry-after=2`, `delay=200ms`, `chunk-delay=50ms`, `cut-after=3`,
 //! `garbage-after=2`, `no-end`, `tokens=50`, `chunks=20`, `tool=get_weather`, `bad-json`,
-//! `cached=N`, `reasoning=N`, `cache-write=N` (usage details). `x-mock-reply` scripts the reply text and
+//! `cached=N`, `reasoning=N`, `cache-write=N` (usage details), `echo` (the reply is the
+//! request body's text, streamed in 7-character pieces: a system-prompt leak). `x-mock-reply` scripts the reply text and
 //! `x-mock-tool-args` the tool call's JSON arguments. `x-mock-replies` scripts a sequence:
 //! a JSON array of strings, the Nth request carrying the same header value gets the Nth
 //! (the last repeats); they are the tool call's arguments when `tool=` is set, else the text.
@@ -105,6 +106,8 @@ struct Directives {
     no_end: bool,
     /// Answer a non-streamed request with a 200 whose body is not JSON.
     bad_json: bool,
+    /// Reply with the request body itself, in 7-character pieces.
+    echo: bool,
     /// Report this many input tokens as read from the prompt cache (part of OpenAI's
     /// `prompt_tokens`; beside Anthropic's `input_tokens`).
     cached: u64,
@@ -146,6 +149,7 @@ impl Directives {
                     "garbage-after" => d.garbage_after = Some(num()?),
                     "no-end" => d.no_end = true,
                     "bad-json" => d.bad_json = true,
+                    "echo" => d.echo = true,
                     "cached" => d.cached = num()? as u64,
                     "reasoning" => d.reasoning = num()? as u64,
                     "cache-write" => d.cache_write = num()? as u64,
@@ -198,6 +202,10 @@ impl Reply {
 
 fn build_reply(d: &Directives, body: &[u8]) -> Reply {
     let words: Vec<String> = match &d.reply {
+        _ if d.echo => {
+            let text: Vec<char> = String::from_utf8_lossy(body).chars().collect();
+            text.chunks(7).map(|c| c.iter().collect()).collect()
+        }
         Some(text) => split_keep_spaces(text),
         None => {
             let n = d.tokens.unwrap_or(WORDS.len());
