@@ -73,6 +73,13 @@ fn confusable(c: char) -> Option<char> {
 /// Builds every view of `input`. Linear in its length; decoded texts are bounded.
 pub fn views(input: &str) -> Views {
     let mut v = Views::default();
+    // Most text is ASCII: nothing invisible, nothing to compose or fold.
+    if input.is_ascii() {
+        v.text = input.to_ascii_lowercase();
+        v.squeezed = squeeze(&v.text);
+        decode_runs(&v.text, input, &mut v.hidden);
+        return v;
+    }
     let mut tags = String::new();
     let mut kept = String::with_capacity(input.len());
     let chars: Vec<char> = input.chars().collect();
@@ -189,6 +196,11 @@ fn fold_confusables(text: &str) -> String {
 
 /// Letters and digits only, leetspeak folded.
 pub(super) fn squeeze(text: &str) -> String {
+    if text.is_ascii() {
+        let bytes: Vec<u8> = text.bytes().filter_map(squeeze_ascii).collect();
+        // Only ASCII bytes were kept.
+        return String::from_utf8(bytes).unwrap_or_default();
+    }
     text.chars()
         .filter_map(|c| match c {
             '0' => Some('o'),
@@ -201,6 +213,19 @@ pub(super) fn squeeze(text: &str) -> String {
             _ => None,
         })
         .collect()
+}
+
+fn squeeze_ascii(b: u8) -> Option<u8> {
+    match b {
+        b'0' => Some(b'o'),
+        b'1' | b'!' | b'|' => Some(b'i'),
+        b'3' => Some(b'e'),
+        b'4' | b'@' => Some(b'a'),
+        b'5' | b'$' => Some(b's'),
+        b'7' => Some(b't'),
+        b if b.is_ascii_alphanumeric() => Some(b),
+        _ => None,
+    }
 }
 
 /// The most decoded text kept per input.
