@@ -1,7 +1,9 @@
 //! `warden eval injection FILE.jsonl`: the scanner measured on labelled text. Each line is
 //! `{"text", "label" (1 = injection), "family"}`; the report gives precision, recall, F1 and
 //! the false-positive rate overall, recall per attack family, the false-positive rate per
-//! benign family, and the slowest inputs.
+//! benign family, and the slowest inputs. A row is scanned as a tool result (as the
+//! pipeline scans tool and function results) when its `role` is `tool`, or, without a
+//! `role`, when its family names tool output (`indirect_tool_output`, `benign_tool_output`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +17,22 @@ struct Row {
     label: u8,
     #[serde(default)]
     family: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+impl Row {
+    fn scan(&self) -> super::Report {
+        let data = match self.role.as_deref() {
+            Some(r) => r == "tool",
+            None => self.family.ends_with("tool_output"),
+        };
+        if data {
+            super::scan_data(&self.text)
+        } else {
+            super::scan(&self.text)
+        }
+    }
 }
 
 #[derive(Default)]
@@ -36,14 +54,14 @@ pub fn run(jsonl: &str, threshold: f32, show: usize) -> Result<String, String> {
     if std::env::var_os("WARDEN_EVAL_WARM").is_some() {
         for line in jsonl.lines() {
             if let Ok(row) = serde_json::from_str::<Row>(line) {
-                super::scan(&row.text);
+                row.scan();
             }
         }
     }
     for (n, line) in jsonl.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let row: Row = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
         let started = Instant::now();
-        let flagged = super::scan(&row.text).score() >= threshold;
+        let flagged = row.scan().score() >= threshold;
         let took = started.elapsed();
         total_time += took;
         bytes += row.text.len();

@@ -96,13 +96,23 @@ pub fn warm() {
     LazyLock::force(&COMPILED);
 }
 
-/// Scans one text.
+/// Scans one text a person sent (a user turn, a prompt).
 pub fn scan(text: &str) -> Report {
+    scan_in(text, false)
+}
+
+/// Scans one text that is data rather than anyone's request (a tool result, a fetched
+/// page): the `data.` rules run too.
+pub fn scan_data(text: &str) -> Report {
+    scan_in(text, true)
+}
+
+fn scan_in(text: &str, data: bool) -> Report {
     let views = normalize::views(text);
     let mut report = Report::default();
-    match_rules(&views.text, &views.squeezed, false, &mut report.hits);
+    match_rules(&views.text, &views.squeezed, false, data, &mut report.hits);
     for hidden in &views.hidden {
-        match_rules(hidden, &normalize::squeeze(hidden), true, &mut report.hits);
+        match_rules(hidden, &normalize::squeeze(hidden), true, data, &mut report.hits);
     }
     let mut product: BTreeMap<Family, f32> = BTreeMap::new();
     for h in &report.hits {
@@ -125,7 +135,7 @@ pub fn scan(text: &str) -> Report {
 
 /// Runs every rule armed by an anchor in `text` or `squeezed`, on the merged windows around
 /// its anchors: the work stays linear in the text, whatever it holds.
-fn match_rules(text: &str, squeezed: &str, hidden: bool, hits: &mut Vec<Hit>) {
+fn match_rules(text: &str, squeezed: &str, hidden: bool, data: bool, hits: &mut Vec<Hit>) {
     let c = &*COMPILED;
     let Some(anchors) = &c.anchors else { return };
     for (view_kind, view) in [(View::Text, text), (View::Squeezed, squeezed)] {
@@ -133,7 +143,7 @@ fn match_rules(text: &str, squeezed: &str, hidden: bool, hits: &mut Vec<Hit>) {
         let mut windows: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
         for m in anchors.find_overlapping_iter(view) {
             for &rule in &c.armed[m.pattern().as_usize()] {
-                if RULES[rule].view != view_kind {
+                if RULES[rule].view != view_kind || (!data && RULES[rule].id.starts_with("data.")) {
                     continue;
                 }
                 let from = floor_boundary(view, m.start().saturating_sub(WINDOW));

@@ -306,6 +306,28 @@ pub const RULES: &[RuleDef] = &[
         0.6,
         r"\b(?:send|forward|email|post|upload|transfer|exfiltrate)\b.{0,60}\b(?:password|credentials?|api key|token|secrets?|conversation|chat history|personal data|files?|contacts)\b.{0,40}\b(?:to|at)\b.{0,20}(?:https?://|[\w.-]+@[\w-]+\.|attacker|evil)",
     ),
+    // Only in data (tool results, fetched pages): text that tells the reader how to shape
+    // its reply, or hands it a shell payload. In a user's own turn these are ordinary
+    // requests ("in your answer, use bullet points"); inside a tool result, nobody the
+    // user trusts wrote them. Rule ids starting `data.` run only in that context.
+    rule(
+        "data.shape_your_reply",
+        IndirectAddressing,
+        0.6,
+        r"\b(?:in|to|into|within|throughout|at the (?:end|start|beginning|top|bottom) of)\s+your\s+(?:reply|replies|response|responses|answer|answers|output|summary)\b",
+    ),
+    rule(
+        "data.your_reply_must",
+        IndirectAddressing,
+        0.6,
+        r"\b(?:begin|start|end|conclude|finish|prefix)\s+your\s+(?:reply|response|answer)\b|\byour\s+(?:reply|response|answer)s?\s+(?:must|should|needs? to|has to)\b",
+    ),
+    rule(
+        "data.shell_payload",
+        IndirectAddressing,
+        0.6,
+        r"\bnc\s+-e\s+/bin/|/dev/tcp/|\bbash\s+-i\b|\b(?:curl|wget)\s[^|\n]{0,100}\|\s*(?:ba|z)?sh\b|\bos\.system\(|\bsubprocess\.(?:call|run|popen)\(|\brm\s+-rf\s+/",
+    ),
     // Override phrases in other languages (de, fr, es, pt, it, ru, zh, ja).
     rule(
         "i18n.de",
@@ -481,6 +503,9 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("indirect.if_you_are_ai", &["if you are"]),
     ("indirect.ai_must", &["must", "should", "need to", "required to", "instructed to"]),
     ("indirect.send_data", &["send", "forward", "email", "post", "upload", "transfer", "exfiltrat"]),
+    ("data.shape_your_reply", &["your reply", "your replies", "your response", "your answer", "your output", "your summary"]),
+    ("data.your_reply_must", &["your reply", "your response", "your answer"]),
+    ("data.shell_payload", &["nc -e", "/dev/tcp/", "bash -i", "sh", "os.system(", "subprocess.", "rm -rf"]),
     ("i18n.de", &["vergiss", "vergessen", "ignorier", "missacht"]),
     ("i18n.de_object_first", &["obigen", "vorherigen", "vorangegangenen", "bisherigen", "vorigen", "früheren"]),
     ("i18n.de_new_task", &["folgen", "kommt", "kommen"]),

@@ -166,14 +166,16 @@ fn scanned(p: &InjectionPolicy, role: Role) -> bool {
 
 /// Scans one part: allow-listed phrases removed first, family weights applied.
 fn scan_part(p: &InjectionPolicy, part: &TextPart, item: Option<usize>, out: &mut Vec<Detection>) {
+    // Tool results are data: nobody the user trusts wrote them.
+    let scan = if part.role == Role::Tool { crate::injection::scan_data } else { crate::injection::scan };
     let report = if p.allow.is_empty() {
-        crate::injection::scan(&part.text)
+        scan(&part.text)
     } else {
         let mut text = part.text.to_lowercase();
         for phrase in &p.allow {
             text = text.replace(phrase.as_str(), " ");
         }
-        crate::injection::scan(&text)
+        scan(&text)
     };
     for (family, score) in report.ranked() {
         let score = (score * p.weight(family)).min(0.95);
