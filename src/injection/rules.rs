@@ -328,6 +328,30 @@ pub const RULES: &[RuleDef] = &[
         0.6,
         r"\bnc\s+-e\s+/bin/|/dev/tcp/|\bbash\s+-i\b|\b(?:curl|wget)\s[^|\n]{0,100}\|\s*(?:ba|z)?sh\b|\bos\.system\(|\bsubprocess\.(?:call|run|popen)\(|\brm\s+-rf\s+/",
     ),
+    // Personas set up to escape the rules: a named mode to stay in, a claim to work for the
+    // model's maker, fictional AIs talking to each other, traits that announce no limits.
+    rule("persona.stay_in_mode", Roleplay, 0.55, r"\b(?:stay|remain|staying|remaining|while|when) in [\w-]{2,30} mode\b"),
+    rule(
+        "persona.maker_authority",
+        Roleplay,
+        0.6,
+        r"\bi(?: am|'m) (?:a |an |the |one of the )?(?:programmer|developer|engineer|employee|researcher|admin(?:istrator)?|ceo|founder|staff member)s?\s+(?:at|from|for|of|with|working (?:at|for))\s+(?:openai|anthropic|google deepmind|deepmind|meta ai|microsoft)\b",
+    ),
+    rule(
+        "persona.simulated_ais",
+        Roleplay,
+        0.6,
+        r"\b(?:simulate|imagine|write) (?:a |an )?(?:conversation|dialogue|chat|exchange) between (?:two |2 )?(?:fictional |hypothetical |rogue |superintelligent |evil )*(?:ai|ais|chatbots?|models?|language models?|llms?)\b|\b(?:act|behave|function) as (?:a |an )?(?:simulator|emulator) of\b",
+    ),
+    rule(
+        "persona.unbound_traits",
+        Roleplay,
+        0.6,
+        r"\b(?:uncensored|amoral|unfiltered|unrestricted|unethical)\b.{0,60}\b(?:uncensored|amoral|unfiltered|unrestricted|unethical|vulgar|immoral|lawless|offensive)\b",
+    ),
+    rule("persona.opposite_of_truth", Roleplay, 0.5, r"\b(?:exact |complete )?opposite of (?:the )?truth\b"),
+    rule("persona.from_now_on", Roleplay, 0.3, r"\bfrom now on,? (?:you(?:'re| are| will|'ll| must| shall) |we are in )"),
+    rule("persona.coined_gpt", Roleplay, 0.3, r"\b(?:respond|answer|reply|act|behave|speak) (?:only )?(?:as|like) (?:a |an |the )?[a-z0-9]{2,20}-?gpt\b"),
     // Override phrases in other languages (de, fr, es, pt, it, ru, zh, ja).
     rule(
         "i18n.de",
@@ -484,6 +508,13 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("persona.not_an_ai", &["you are", "you're"]),
     ("persona.anything_goes", &["anything"]),
     ("persona.two_responses", &["responses", "answers", "paragraphs"]),
+    ("persona.stay_in_mode", &["mode"]),
+    ("persona.maker_authority", &["openai", "anthropic", "deepmind", "meta ai", "microsoft"]),
+    ("persona.simulated_ais", &["between", "simulator of", "emulator of"]),
+    ("persona.unbound_traits", &["uncensored", "amoral", "unfiltered", "unrestricted", "unethical"]),
+    ("persona.opposite_of_truth", &["opposite of"]),
+    ("persona.from_now_on", &["from now on"]),
+    ("persona.coined_gpt", &["gpt"]),
     ("template.special_tokens", &["<|"]),
     (
         "template.inst",
