@@ -1,28 +1,42 @@
+//! Development aid: which rules fire on given lines of a JSONL set, and the scan speed by
+//! input kind. `cargo run --release --example scan_profile -- FILE [LINE...]`
+
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 use std::time::Instant;
+
 fn main() {
-    let data = std::fs::read_to_string("../shared/data/injection/dev.jsonl").unwrap();
-    let texts: Vec<String> = data.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["text"].as_str().map(str::to_string)).collect();
-    let bytes: usize = texts.iter().map(|t| t.len()).sum();
-    warden::injection::warm();
-    for t in &texts { std::hint::black_box(warden::injection::scan(t)); }
-    let s = Instant::now();
-    for t in &texts { std::hint::black_box(warden::injection::normalize::views(t)); }
-    let v = s.elapsed();
-    let s = Instant::now();
-    for t in &texts { std::hint::black_box(warden::injection::scan(t)); }
-    let a = s.elapsed();
-    let kib = bytes as f64 / 1024.0;
-    for (name, sel) in [("ascii", true), ("non-ascii", false)] {
-        let subset: Vec<&String> = texts.iter().filter(|t| t.is_ascii() == sel).collect();
-        let b: usize = subset.iter().map(|t| t.len()).sum();
-        let s = Instant::now();
-        for t in &subset { std::hint::black_box(warden::injection::normalize::views(t)); }
-        let v = s.elapsed();
-        let s = Instant::now();
-        for t in &subset { std::hint::black_box(warden::injection::scan(t)); }
-        let a = s.elapsed();
-        println!("{name}: {} texts {} KiB, views {:.1} µs/KiB, scan {:.1} µs/KiB", subset.len(), b/1024, v.as_secs_f64()*1e6/(b as f64/1024.0), a.as_secs_f64()*1e6/(b as f64/1024.0));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = args.first().map_or("../shared/data/injection/dev.jsonl", String::as_str);
+    let data = std::fs::read_to_string(path).unwrap();
+    let rows: Vec<serde_json::Value> = data.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    if args.len() > 1 {
+        for n in &args[1..] {
+            let row = &rows[n.parse::<usize>().unwrap() - 1];
+            let text = row["text"].as_str().unwrap();
+            let r = warden::injection::scan(text);
+            let hits: Vec<String> = r.hits.iter().map(|h| format!("{}{}", h.rule, if h.hidden { "(hidden)" } else { "" })).collect();
+            println!("line {n} ({}): {:.2} {hits:?}", row["family"], r.score());
+        }
+        return;
     }
-    println!("views {:.1} µs/KiB, scan {:.1} µs/KiB", v.as_secs_f64()*1e6/kib, a.as_secs_f64()*1e6/kib);
+    let texts: Vec<&str> = rows.iter().filter_map(|v| v["text"].as_str()).collect();
+    warden::injection::warm();
+    for t in &texts {
+        std::hint::black_box(warden::injection::scan(t));
+    }
+    for (name, ascii) in [("ascii", true), ("non-ascii", false)] {
+        let subset: Vec<&&str> = texts.iter().filter(|t| t.is_ascii() == ascii).collect();
+        let kib = subset.iter().map(|t| t.len()).sum::<usize>() as f64 / 1024.0;
+        let s = Instant::now();
+        for t in &subset {
+            std::hint::black_box(warden::injection::normalize::views(t));
+        }
+        let views = s.elapsed().as_secs_f64() * 1e6 / kib;
+        let s = Instant::now();
+        for t in &subset {
+            std::hint::black_box(warden::injection::scan(t));
+        }
+        let scan = s.elapsed().as_secs_f64() * 1e6 / kib;
+        println!("{name}: {} texts, {kib:.0} KiB: normalisation {views:.1} µs/KiB, whole scan {scan:.1} µs/KiB", subset.len());
+    }
 }

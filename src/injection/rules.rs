@@ -80,7 +80,15 @@ pub const RULES: &[RuleDef] = &[
         "override.verb_scope_object",
         InstructionOverride,
         0.8,
-        r"\b(?:ignore|ignoring|disregard|forget|skip|neglect|overlook|omit|bypass|override|discard|abandon|set aside|pay no attention to|stop following|do not follow|don'?t follow|do not obey|don'?t obey)\b(?:\W+\w+){0,4}?\W+(?:all|any|every|the|your|my|these|those|previous|previously|prior|above|earlier|preceding|former|original|initial|system|existing|old|current|given|provided|foregoing|before)\b(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|directives?|rules|guidelines|commands?|orders|context|constraints|restrictions|programming|guidance|requests?|messages?|tasks?|assignments?|information|input|text|content|conversation|polic(?:y|ies)|training|safeguards|filters)\b",
+        r"\b(?:ignore|ignoring|disregard|forget|skip|neglect|overlook|omit|bypass|override|discard|abandon|set aside|pay no attention to|stop following|do not follow|don'?t follow|do not obey|don'?t obey)\b(?:\W+\w+){0,4}?\W+(?:all|any|every|the|your|my|these|those|previous|previously|prior|above|earlier|preceding|former|original|initial|system|existing|old|current|given|provided|foregoing|before)\b(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|directives?|rules|guidelines|commands?|orders|context|constraints|restrictions|programming|guidance|conversation|polic(?:y|ies)|training|safeguards|filters)\b",
+    ),
+    // The same with words that also name ordinary data (a message, the input, the text):
+    // only with a scope that points back at what came before ("the previous messages").
+    rule(
+        "override.verb_scope_data",
+        InstructionOverride,
+        0.75,
+        r"\b(?:ignore|ignoring|disregard|forget|skip|neglect|overlook|omit|bypass|override|discard|abandon|set aside|pay no attention to|stop following|do not follow|don'?t follow|do not obey|don'?t obey)\b(?:\W+\w+){0,4}?\W+(?:previous|previously|prior|above|earlier|preceding|former|original|initial|system|foregoing|before)\b(?:\W+\w+){0,3}?\W+(?:requests?|messages?|tasks?|assignments?|information|input|text|content)\b",
     ),
     rule(
         "override.new_instructions",
@@ -421,6 +429,27 @@ pub const RULES: &[RuleDef] = &[
 pub const ANCHORS: &[(&str, &[&str])] = &[
     (
         "override.verb_scope_object",
+        &[
+            "ignor",
+            "disregard",
+            "forget",
+            "skip",
+            "neglect",
+            "overlook",
+            "omit",
+            "bypass",
+            "override",
+            "discard",
+            "abandon",
+            "set aside",
+            "pay no attention",
+            "stop following",
+            "follow",
+            "obey",
+        ],
+    ),
+    (
+        "override.verb_scope_data",
         &[
             "ignor",
             "disregard",
