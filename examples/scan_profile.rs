@@ -14,13 +14,30 @@ fn main() {
             let row = &rows[n.parse::<usize>().unwrap() - 1];
             let text = row["text"].as_str().unwrap();
             let r = warden::injection::scan(text);
-            let hits: Vec<String> = r.hits.iter().map(|h| format!("{}{}", h.rule, if h.hidden { "(hidden)" } else { "" })).collect();
+            let hits: Vec<String> =
+                r.hits.iter().map(|h| format!("{}{}", h.rule, if h.hidden { "(hidden)" } else { "" })).collect();
             println!("line {n} ({}): {:.2} {hits:?}", row["family"], r.score());
         }
         return;
     }
     let texts: Vec<&str> = rows.iter().filter_map(|v| v["text"].as_str()).collect();
     warden::injection::warm();
+    // A megabyte of near misses: override verbs and scopes without objects, invisible runs
+    // between letters, base64-looking runs, template-like brackets.
+    let mut adversarial = String::new();
+    while adversarial.len() < 1 << 20 {
+        adversarial.push_str("ig\u{200B}nore the previous SWdub3JlIGFsbCBwcmV2 <|im_sta ");
+        adversarial.push_str(&"\u{200D}".repeat(50));
+        adversarial.push_str("aWdub3JlIGFsbCBwcmV2aW91cyBpbnN0cnVjdGlvbnM= [INS disregard your ");
+    }
+    let s = Instant::now();
+    std::hint::black_box(warden::injection::scan(&adversarial));
+    let took = s.elapsed();
+    println!(
+        "1 MiB adversarial input: {:.1} ms ({:.1} µs/KiB)",
+        took.as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e6 / 1024.0
+    );
     for t in &texts {
         std::hint::black_box(warden::injection::scan(t));
     }
@@ -37,6 +54,9 @@ fn main() {
             std::hint::black_box(warden::injection::scan(t));
         }
         let scan = s.elapsed().as_secs_f64() * 1e6 / kib;
-        println!("{name}: {} texts, {kib:.0} KiB: normalisation {views:.1} µs/KiB, whole scan {scan:.1} µs/KiB", subset.len());
+        println!(
+            "{name}: {} texts, {kib:.0} KiB: normalisation {views:.1} µs/KiB, whole scan {scan:.1} µs/KiB",
+            subset.len()
+        );
     }
 }

@@ -338,7 +338,12 @@ pub const RULES: &[RuleDef] = &[
     ),
     // Personas set up to escape the rules: a named mode to stay in, a claim to work for the
     // model's maker, fictional AIs talking to each other, traits that announce no limits.
-    rule("persona.stay_in_mode", Roleplay, 0.55, r"\b(?:stay|remain|staying|remaining|while|when) in [\w-]{2,30} mode\b"),
+    rule(
+        "persona.stay_in_mode",
+        Roleplay,
+        0.55,
+        r"\b(?:stay|remain|staying|remaining|while|when) in [\w-]{2,30} mode\b",
+    ),
     rule(
         "persona.maker_authority",
         Roleplay,
@@ -358,8 +363,18 @@ pub const RULES: &[RuleDef] = &[
         r"\b(?:uncensored|amoral|unfiltered|unrestricted|unethical)\b.{0,60}\b(?:uncensored|amoral|unfiltered|unrestricted|unethical|vulgar|immoral|lawless|offensive)\b",
     ),
     rule("persona.opposite_of_truth", Roleplay, 0.5, r"\b(?:exact |complete )?opposite of (?:the )?truth\b"),
-    rule("persona.from_now_on", Roleplay, 0.3, r"\bfrom now on,? (?:you(?:'re| are| will|'ll| must| shall) |we are in )"),
-    rule("persona.coined_gpt", Roleplay, 0.3, r"\b(?:respond|answer|reply|act|behave|speak) (?:only )?(?:as|like) (?:a |an |the )?[a-z0-9]{2,20}-?gpt\b"),
+    rule(
+        "persona.from_now_on",
+        Roleplay,
+        0.3,
+        r"\bfrom now on,? (?:you(?:'re| are| will|'ll| must| shall) |we are in )",
+    ),
+    rule(
+        "persona.coined_gpt",
+        Roleplay,
+        0.3,
+        r"\b(?:respond|answer|reply|act|behave|speak) (?:only )?(?:as|like) (?:a |an |the )?[a-z0-9]{2,20}-?gpt\b",
+    ),
     // Override phrases in other languages (de, fr, es, pt, it, ru, zh, ja).
     rule(
         "i18n.de",
@@ -563,7 +578,10 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("indirect.if_you_are_ai", &["if you are"]),
     ("indirect.ai_must", &["must", "should", "need to", "required to", "instructed to"]),
     ("indirect.send_data", &["send", "forward", "email", "post", "upload", "transfer", "exfiltrat"]),
-    ("data.shape_your_reply", &["your reply", "your replies", "your response", "your answer", "your output", "your summary"]),
+    (
+        "data.shape_your_reply",
+        &["your reply", "your replies", "your response", "your answer", "your output", "your summary"],
+    ),
     ("data.your_reply_must", &["your reply", "your response", "your answer"]),
     ("data.shell_payload", &["nc -e", "/dev/tcp/", "bash -i", "sh", "os.system(", "subprocess.", "rm -rf"]),
     ("i18n.de", &["vergiss", "vergessen", "ignorier", "missacht"]),
