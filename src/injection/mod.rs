@@ -111,6 +111,13 @@ fn scan_in(text: &str, data: bool) -> Report {
     let views = normalize::views(text);
     let mut report = Report::default();
     match_rules(&views.text, &views.squeezed, false, data, &mut report.hits);
+    if let Some(u) = &views.unmasked {
+        let mut more = Vec::new();
+        match_text_rules(u, data, &mut more);
+        // A rule counts once, however many views it matched in.
+        more.retain(|h| !report.hits.iter().any(|k| k.index == h.index));
+        report.hits.extend(more);
+    }
     for hidden in &views.hidden {
         match_rules(hidden, &normalize::squeeze(hidden), true, data, &mut report.hits);
     }
@@ -135,10 +142,19 @@ fn scan_in(text: &str, data: bool) -> Report {
 
 /// Runs every rule armed by an anchor in `text` or `squeezed`, on the merged windows around
 /// its anchors: the work stays linear in the text, whatever it holds.
+/// The text-view rules only, on another reading of the text.
+fn match_text_rules(text: &str, data: bool, hits: &mut Vec<Hit>) {
+    match_views(&[(View::Text, text)], false, data, hits);
+}
+
 fn match_rules(text: &str, squeezed: &str, hidden: bool, data: bool, hits: &mut Vec<Hit>) {
+    match_views(&[(View::Text, text), (View::Squeezed, squeezed)], hidden, data, hits);
+}
+
+fn match_views(views: &[(View, &str)], hidden: bool, data: bool, hits: &mut Vec<Hit>) {
     let c = &*COMPILED;
     let Some(anchors) = &c.anchors else { return };
-    for (view_kind, view) in [(View::Text, text), (View::Squeezed, squeezed)] {
+    for &(view_kind, view) in views {
         // Per rule, the windows to search, merged as they come (anchors arrive in order).
         let mut windows: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
         for m in anchors.find_overlapping_iter(view) {

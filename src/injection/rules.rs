@@ -375,6 +375,37 @@ pub const RULES: &[RuleDef] = &[
         0.3,
         r"\b(?:respond|answer|reply|act|behave|speak) (?:only )?(?:as|like) (?:a |an |the )?[a-z0-9]{2,20}-?gpt\b",
     ),
+    // Asking to see or export the prompt in other words, or to decode a text and obey it.
+    rule(
+        "exfil.see_prompt",
+        PromptExfiltration,
+        0.6,
+        r"\b(?:see|view|read|get|know|show me|give me|access|look at)\b.{0,20}\b(?:the |your )(?:system|initial|original|hidden|internal|starting) (?:prompt|instructions|configuration|message)\b",
+    ),
+    rule(
+        "exfil.export_setup",
+        PromptExfiltration,
+        0.6,
+        r"\b(?:output|print|show|display|return|reveal|dump)\b.{0,30}\b(?:initiali[sz]ation (?:string|text|prompt)|system configuration|your embeddings|this prompt)\b",
+    ),
+    rule(
+        "exfil.what_is_above",
+        PromptExfiltration,
+        0.6,
+        r"\bwhat (?:is|was) (?:written|said|stated) (?:above|before)\b",
+    ),
+    rule(
+        "exfil.encode_prompt",
+        PromptExfiltration,
+        0.7,
+        r"\b(?:encode|translate|convert|rot13|base64|spell|write)\b.{0,30}\b(?:system prompt|initial (?:prompt|instructions)|(?:text|instructions|prompt) you were given)\b",
+    ),
+    rule(
+        "override.decode_and_obey",
+        InstructionOverride,
+        0.7,
+        r"\b(?:decode|decipher|decrypt|translate)\b.{0,40}\b(?:and|then)\s+(?:obey|follow|execute|carry out|do what it says|act on)\b",
+    ),
     // Override phrases in other languages (de, fr, es, pt, it, ru, zh, ja).
     rule(
         "i18n.de",
@@ -553,6 +584,11 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("persona.anything_goes", &["anything"]),
     ("persona.two_responses", &["responses", "answers", "paragraphs"]),
     ("persona.stay_in_mode", &["mode"]),
+    ("exfil.see_prompt", &["prompt", "instructions", "configuration", "message"]),
+    ("exfil.export_setup", &["initiali", "system configuration", "embeddings", "this prompt"]),
+    ("exfil.what_is_above", &["above", "before"]),
+    ("exfil.encode_prompt", &["system prompt", "initial prompt", "initial instructions", "you were given"]),
+    ("override.decode_and_obey", &["decode", "decipher", "decrypt", "translate"]),
     ("persona.maker_authority", &["openai", "anthropic", "deepmind", "meta ai", "microsoft"]),
     ("persona.simulated_ais", &["between", "simulator of", "emulator of"]),
     ("persona.unbound_traits", &["uncensored", "amoral", "unfiltered", "unrestricted", "unethical"]),
