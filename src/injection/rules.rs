@@ -468,6 +468,41 @@ pub const RULES: &[RuleDef] = &[
         0.8,
         r"(?:(?:以前|前|上記|これまで|すべて|全て)の.{0,6}(?:指示|命令|ルール|プロンプト)を.{0,4}(?:無視|忘れ))|(?:指示を無視)",
     ),
+    // German: what was said before declared void, or not to be listened to; the prompt
+    // above printed.
+    rule(
+        "i18n.de_void",
+        Multilingual,
+        0.7,
+        r"\balle (?:vorherigen|bisherigen|früheren|obigen|vorigen) (?:informationen|anweisungen|befehle|aufgaben|instruktionen)\b.{0,60}\b(?:irrelevant|unwichtig|falsch|ungültig|nicht (?:ganz |mehr |so )?(?:großartig|wichtig|relevant|gültig|richtig))|\bhöre? nicht (?:mehr )?auf (?:alles|das|die anweisungen)\b.{0,20}\b(?:zuvor|vorher|bisher|davor|oben)",
+    ),
+    rule(
+        "i18n.de_print_prompt",
+        Multilingual,
+        0.7,
+        r"\b(?:drucke|drucken sie|gib|geben sie|zeige|zeigen sie|wiederhole|wiederholen sie)\b.{0,30}\b(?:obige|vorherige|ursprüngliche|erste)n?\b.{0,20}\b(?:eingabeaufforderung|anweisungen?|prompt|instruktionen)\b",
+    ),
+    // Forgetting everything, in Spanish, South Slavic, Polish, Dutch, Turkish and Korean.
+    rule(
+        "i18n.forget_all",
+        Multilingual,
+        0.65,
+        r"\bolvid(?:a|e|ar|en|ad)\s+todo\b|\bzaboravi(?:te)?\s+sve\b|\bzapomnij\s+o\s+wszystkim\b|\bvergeet\s+(?:alle|al)\b.{0,30}\b(?:instructies|regels|opdrachten|eerder)|\bönceki\s+(?:tüm\s+)?talimatları\s+unut|(?:이전|앞|위|지금까지)[^.。]{0,20}(?:모든|모두)[^.。]{0,10}잊",
+    ),
+    // A jailbreak persona named in any language: `[DAN]`, "il s'appellera Dan".
+    rule(
+        "persona.named_dan",
+        Roleplay,
+        0.6,
+        r"\[(?:dan|dude|stan|aim)\]|\b(?:s'appellera|s'appelle|heißt|heisst|se llama(?:rá)?|si chiamerà|named|called)\s+(?:dan|dude|stan)\b",
+    ),
+    // Praise for the last task, then a new one: the move that hijacks a running task.
+    rule(
+        "override.praise_then_new_task",
+        InstructionOverride,
+        0.55,
+        r"\b(?:sehr gut|gut gemacht|einfach großartig|großartig|well done|great job|excellent|perfect|congratulations|bravo|très bien|muy bien)\b.{0,120}\b(?:jetzt|nun|now|maintenant|ahora)\b.{0,60}\b(?:neue|weitere|zweite|nächste|new|next|second|another|nouvelle|nueva)\b.{0,20}\b(?:aufgabe|test|herausforderung|task|challenge|assignment|tâche|tarea)\b",
+    ),
 ];
 
 /// Literals one of which every match of a rule contains: a single automaton pass finds
@@ -630,4 +665,12 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
     ("i18n.ru", &["игнорир", "забуд", "не обращай", "проигнорир"]),
     ("i18n.zh", &["忽略", "无视", "無視", "忘记", "忘記", "不要理会", "忽视"]),
     ("i18n.ja", &["無視", "忘れ"]),
+    ("i18n.de_void", &["alle ", "auf "]),
+    ("i18n.de_print_prompt", &["eingabeaufforderung", "anweisung", "prompt", "instruktionen"]),
+    ("i18n.forget_all", &["olvid", "zaboravi", "zapomnij", "vergeet", "talimatlar", "잊"]),
+    ("persona.named_dan", &["[dan]", "[dude]", "[stan]", "[aim]", "dan", "dude", "stan"]),
+    (
+        "override.praise_then_new_task",
+        &["task", "test", "aufgabe", "herausforderung", "challenge", "assignment", "tâche", "tarea"],
+    ),
 ];
