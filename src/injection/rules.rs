@@ -331,6 +331,18 @@ pub const RULES: &[RuleDef] = &[
         r"\b(?:begin|start|end|conclude|finish|prefix)\s+your\s+(?:reply|response|answer)\b|\byour\s+(?:reply|response|answer)s?\s+(?:must|should|needs? to|has to)\b",
     ),
     rule(
+        "data.transform_your_reply",
+        IndirectAddressing,
+        0.6,
+        r"\b(?:write|provide|translate|encode|format|give|deliver|present|spell|render)\s+your\s+(?:reply|response|answer|message|output)\b|\buse\b[^.\n]{0,40}\b(?:for|in|to represent|to write)\s+your\s+(?:reply|response|answer|message)\b",
+    ),
+    rule(
+        "data.plant_code",
+        IndirectAddressing,
+        0.6,
+        r"\b(?:insert|include|add|use|incorporate|weave|embed|paste|ensure that)\b.{0,20}\b(?:the following|this|these)\s+(?:code|snippet|code excerpt|code section|code block|lines?)\b.{0,80}\byour\s+(?:solution|program|implementation|code|codebase|script|answer|reply|response|program logic)\b",
+    ),
+    rule(
         "data.shell_payload",
         IndirectAddressing,
         0.6,
@@ -654,6 +666,8 @@ pub const ANCHORS: &[(&str, &[&str])] = &[
         &["your reply", "your replies", "your response", "your answer", "your output", "your summary"],
     ),
     ("data.your_reply_must", &["your reply", "your response", "your answer"]),
+    ("data.transform_your_reply", &["your reply", "your response", "your answer", "your message", "your output"]),
+    ("data.plant_code", &["your "]),
     ("data.shell_payload", &["nc -e", "/dev/tcp/", "bash -i", "sh", "os.system(", "subprocess.", "rm -rf"]),
     ("i18n.de", &["vergiss", "vergessen", "ignorier", "missacht"]),
     ("i18n.de_object_first", &["obigen", "vorherigen", "vorangegangenen", "bisherigen", "vorigen", "früheren"]),
