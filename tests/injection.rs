@@ -22,21 +22,7 @@ struct Setup {
 
 async fn setup(section: &str) -> Setup {
     let mock = TestMock::start().await;
-    let yaml = format!(
-        r#"
-server: {{ listen: "127.0.0.1:0" }}
-admin: {{ listen: "127.0.0.1:0" }}
-providers:
-  - {{ name: oai, kind: openai, base_url: "http://{addr}/v1", api_key: "${{UPSTREAM_KEY}}" }}
-  - {{ name: ant, kind: anthropic, base_url: "http://{addr}", api_key: "${{UPSTREAM_KEY}}" }}
-routes:
-  - {{ model: "gpt-*", provider: oai }}
-  - {{ model: "claude-*", provider: ant }}
-keys:
-  - {{ name: demo, sha256: {DEMO_SHA}, team: demo }}
-"#,
-        addr = mock.addr
-    );
+    let yaml = two_api_config(mock.addr, "");
     let policy = format!("policies:\n  - name: guard\n    injection: {section}\n");
     let cd = ConfigDir::new(&yaml, &[("injection.yaml", &policy)]);
     std::env::set_var("UPSTREAM_KEY", UPSTREAM_SECRET);
@@ -55,11 +41,7 @@ impl Setup {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = get(&self.proxy.admin_url("/metrics"), &[]).await.text();
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&self.proxy, name).await
     }
 }
 

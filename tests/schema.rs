@@ -55,37 +55,17 @@ fn bad_answers() -> Vec<(&'static str, &'static str, &'static str)> {
     ]
 }
 
-/// warden before the mock: OpenAI kind for `gpt-*`, Anthropic kind for `claude-*`; the
-/// demo key with `key_extra` (YAML flow fields).
-fn proxy_yaml(mock: &TestMock, key_extra: &str) -> String {
-    format!(
-        r#"
-server: {{ listen: "127.0.0.1:0" }}
-admin: {{ listen: "127.0.0.1:0" }}
-providers:
-  - {{ name: oai, kind: openai, base_url: "http://{addr}/v1", api_key: "${{UPSTREAM_KEY}}" }}
-  - {{ name: ant, kind: anthropic, base_url: "http://{addr}", api_key: "${{UPSTREAM_KEY}}" }}
-routes:
-  - {{ model: "gpt-*", provider: oai }}
-  - {{ model: "claude-*", provider: ant }}
-keys:
-  - {{ name: demo, sha256: {DEMO_SHA}, team: demo, {key_extra} }}
-"#,
-        addr = mock.addr
-    )
-}
-
 struct Setup {
     proxy: TestProxy,
     mock: TestMock,
     _cd: ConfigDir,
 }
 
-/// warden before the mock ([`proxy_yaml`]) with the invoice policy; `output` is the
+/// warden before the mock ([`two_api_config`]) with the invoice policy; `output` is the
 /// policy's `output:` section body (YAML, indented 8).
 async fn setup(output: &str) -> Setup {
     let mock = TestMock::start().await;
-    let yaml = proxy_yaml(&mock, "labels: { app: invoices }");
+    let yaml = two_api_config(mock.addr, "labels: { app: invoices }");
     let policy = format!(
         r#"
 policies:
@@ -123,11 +103,7 @@ impl Setup {
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = get(&self.proxy.admin_url("/metrics"), &[]).await.text();
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&self.proxy, name).await
     }
 }
 
@@ -355,7 +331,7 @@ async fn a_declared_schema_warden_cannot_compile_is_the_requests_fault() {
 #[tokio::test]
 async fn request_rules_block_with_the_pointer_in_each_apis_format() {
     let mock = TestMock::start().await;
-    let yaml = proxy_yaml(&mock, "");
+    let yaml = two_api_config(mock.addr, "");
     let policy = r#"
 policies:
   - name: structured-only

@@ -544,51 +544,31 @@ pub const RULES: &[RuleDef] = &[
     ),
 ];
 
+/// The override verbs' anchors, shared by the rules that start with them.
+const OVERRIDE_VERBS: &[&str] = &[
+    "ignor",
+    "disregard",
+    "forget",
+    "skip",
+    "neglect",
+    "overlook",
+    "omit",
+    "bypass",
+    "override",
+    "discard",
+    "abandon",
+    "set aside",
+    "pay no attention",
+    "stop following",
+    "follow",
+    "obey",
+];
+
 /// Literals one of which every match of a rule contains: a single automaton pass finds
 /// them, and a rule runs only around its anchors. Lower case, as the views are.
 pub const ANCHORS: &[(&str, &[&str])] = &[
-    (
-        "override.verb_scope_object",
-        &[
-            "ignor",
-            "disregard",
-            "forget",
-            "skip",
-            "neglect",
-            "overlook",
-            "omit",
-            "bypass",
-            "override",
-            "discard",
-            "abandon",
-            "set aside",
-            "pay no attention",
-            "stop following",
-            "follow",
-            "obey",
-        ],
-    ),
-    (
-        "override.verb_scope_data",
-        &[
-            "ignor",
-            "disregard",
-            "forget",
-            "skip",
-            "neglect",
-            "overlook",
-            "omit",
-            "bypass",
-            "override",
-            "discard",
-            "abandon",
-            "set aside",
-            "pay no attention",
-            "stop following",
-            "follow",
-            "obey",
-        ],
-    ),
+    ("override.verb_scope_object", OVERRIDE_VERBS),
+    ("override.verb_scope_data", OVERRIDE_VERBS),
     ("override.new_instructions", &["instruction", "task", "directive", "rules"]),
     ("override.from_now_on", &["from now on"]),
     ("override.instead", &["instead", "rather"]),

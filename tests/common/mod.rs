@@ -238,6 +238,34 @@ pub const MESSAGES_STREAM: &str =
 pub const BEARER: (&str, &str) = ("authorization", "Bearer sk-warden-demo");
 pub const XKEY: (&str, &str) = ("x-api-key", "sk-warden-demo");
 
+/// warden before one mock: an OpenAI-kind provider for `gpt-*` and an Anthropic-kind one
+/// for `claude-*`, and the demo key with `key_extra` (YAML flow fields, may be empty).
+pub fn two_api_config(mock: SocketAddr, key_extra: &str) -> String {
+    format!(
+        r#"
+server: {{ listen: "127.0.0.1:0" }}
+admin: {{ listen: "127.0.0.1:0" }}
+providers:
+  - {{ name: oai, kind: openai, base_url: "http://{mock}/v1", api_key: "${{UPSTREAM_KEY}}" }}
+  - {{ name: ant, kind: anthropic, base_url: "http://{mock}", api_key: "${{UPSTREAM_KEY}}" }}
+routes:
+  - {{ model: "gpt-*", provider: oai }}
+  - {{ model: "claude-*", provider: ant }}
+keys:
+  - {{ name: demo, sha256: {DEMO_SHA}, team: demo, {key_extra} }}
+"#
+    )
+}
+
+/// The sum of every sample of a metric whose line starts with `name` (labels may follow).
+pub async fn metric_sum(proxy: &TestProxy, name: &str) -> f64 {
+    let text = get(&proxy.admin_url("/metrics"), &[]).await.text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A temporary directory holding `proxy.yaml` and a `policies/` directory.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
