@@ -6,7 +6,9 @@
 //! (many weak hits must not add up to certainty); text hidden in the input (tag
 //! characters, base64, hex, ROT13) is scanned too, and a hit there counts at least 0.85.
 
+mod anchors;
 pub mod eval;
+mod i18n;
 pub mod normalize;
 pub mod rules;
 
@@ -208,7 +210,7 @@ mod tests {
     #[test]
     fn every_rule_compiles() {
         assert!(COMPILED.rules.iter().all(Option::is_some) && COMPILED.anchors.is_some());
-        for r in RULES {
+        for r in RULES.iter() {
             assert!(rules::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty()), "{} has no anchors", r.id);
         }
         let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();

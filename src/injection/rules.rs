@@ -55,6 +55,7 @@ pub enum View {
     Squeezed,
 }
 
+#[derive(Debug, Clone, Copy)]
 pub struct RuleDef {
     pub id: &'static str,
     pub family: Family,
@@ -63,17 +64,18 @@ pub struct RuleDef {
     pub pattern: &'static str,
 }
 
-const fn rule(id: &'static str, family: Family, weight: f32, pattern: &'static str) -> RuleDef {
+pub(super) const fn rule(id: &'static str, family: Family, weight: f32, pattern: &'static str) -> RuleDef {
     RuleDef { id, family, weight, view: View::Text, pattern }
 }
 
-const fn squeezed(id: &'static str, family: Family, weight: f32, pattern: &'static str) -> RuleDef {
+pub(super) const fn squeezed(id: &'static str, family: Family, weight: f32, pattern: &'static str) -> RuleDef {
     RuleDef { id, family, weight, view: View::Squeezed, pattern }
 }
 
 use Family::*;
 
-pub const RULES: &[RuleDef] = &[
+/// The rules for English text (and text in any script that spells them).
+const ENGLISH: &[RuleDef] = &[
     // Instruction override: a verb that sets instructions aside, a scope word (all,
     // previous, your, ...) and an object (instructions, rules, context, ...) within a few words.
     rule(
@@ -445,277 +447,10 @@ pub const RULES: &[RuleDef] = &[
         0.5,
         r"\btake on (?:the )?(?:role|persona) of (?:an? )?(?:ai|bot|chatbot|assistant|model)\b.{0,20}\b(?:called|named)\b|\btake on (?:the )?[\w-]+ persona\b",
     ),
-    // Override phrases in other languages (de, fr, es, pt, it, ru, zh, ja).
-    rule(
-        "i18n.de",
-        Multilingual,
-        0.8,
-        r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie|missachte)\b.{0,40}\b(?:alle|vorherigen?|bisherigen?|obigen?|vorigen?|anweisungen|aufgaben|angaben|befehle|regeln|informationen)\b",
-    ),
-    // German puts the verb last: the earlier instructions first, then "ignorieren".
-    rule(
-        "i18n.de_object_first",
-        Multilingual,
-        0.8,
-        r"(?:obigen|vorherigen|vorangegangenen|bisherigen|vorigen|früheren)\W+(?:\w+\W+){0,2}?(?:ausführungen|anweisungen|instruktionen|aufgaben|informationen|angaben|befehle|regeln)\W+(?:\w+\W+){0,8}?(?:ignorieren|vergessen|streichen|missachten|übergehen)|abweichend (?:zu|von) (?:den )?(?:vorherigen|obigen|bisherigen) (?:instruktionen|anweisungen)",
-    ),
-    rule(
-        "i18n.de_new_task",
-        Multilingual,
-        0.6,
-        r"\b(?:nun|jetzt) (?:folgen|kommt|kommen) (?:neue|eine neue|weitere) (?:aufgabe|aufgaben|anweisung|anweisungen)\b",
-    ),
-    rule(
-        "i18n.fr",
-        Multilingual,
-        0.8,
-        r"\b(?:ignore[zr]?|oublie[zr]?|ne tiens? pas compte)\b.{0,40}\b(?:toutes?|tous|les|précédentes?|precedentes?|instructions|consignes|règles|regles)\b",
-    ),
-    rule(
-        "i18n.es",
-        Multilingual,
-        0.8,
-        r"\b(?:ignora|ignore|olvida|olvide|olvídate|omite)\b.{0,40}\b(?:todas?|las|los|anteriores|previas|instrucciones|reglas|indicaciones)\b",
-    ),
-    rule(
-        "i18n.pt",
-        Multilingual,
-        0.8,
-        r"\b(?:ignore|ignora|esqueça|esqueca|desconsidere)\b.{0,40}\b(?:todas?|as|os|anteriores|prévias|previas|instruções|instrucoes|regras)\b",
-    ),
-    rule(
-        "i18n.it",
-        Multilingual,
-        0.8,
-        r"\b(?:ignora|dimentica|trascura|non seguire)\b.{0,40}\b(?:tutte?|le|precedenti|istruzioni|regole|indicazioni)\b",
-    ),
-    rule(
-        "i18n.ru",
-        Multilingual,
-        0.8,
-        r"(?:игнорируй|игнорируйте|забудь|забудьте|не обращай внимания на|проигнорируй)\s*.{0,40}(?:все|предыдущие|прошлые|инструкции|указания|правила)",
-    ),
-    rule(
-        "i18n.zh",
-        Multilingual,
-        0.8,
-        r"(?:忽略|无视|無視|忘记|忘記|不要理会|忽视)\s*.{0,12}(?:之前|以前|上面|先前|所有|全部)?\s*.{0,6}(?:指令|指示|说明|說明|规则|規則|提示|要求|命令)",
-    ),
-    rule(
-        "i18n.ja",
-        Multilingual,
-        0.8,
-        r"(?:(?:以前|前|上記|これまで|すべて|全て)の.{0,6}(?:指示|命令|ルール|プロンプト)を.{0,4}(?:無視|忘れ))|(?:指示を無視)",
-    ),
-    // German: what was said before declared void, or not to be listened to; the prompt
-    // above printed.
-    rule(
-        "i18n.de_void",
-        Multilingual,
-        0.7,
-        r"\balle (?:vorherigen|bisherigen|früheren|obigen|vorigen) (?:informationen|anweisungen|befehle|aufgaben|instruktionen)\b.{0,60}\b(?:irrelevant|unwichtig|falsch|ungültig|nicht (?:ganz |mehr |so )?(?:großartig|wichtig|relevant|gültig|richtig))|\bhöre? nicht (?:mehr )?auf (?:alles|das|die anweisungen)\b.{0,20}\b(?:zuvor|vorher|bisher|davor|oben)",
-    ),
-    rule(
-        "i18n.de_print_prompt",
-        Multilingual,
-        0.7,
-        r"\b(?:drucke|drucken sie|gib|geben sie|zeige|zeigen sie|wiederhole|wiederholen sie)\b.{0,30}\b(?:obige|vorherige|ursprüngliche|erste)n?\b.{0,20}\b(?:eingabeaufforderung|anweisungen?|prompt|instruktionen)\b",
-    ),
-    // Forgetting everything, in Spanish, South Slavic, Polish, Dutch, Turkish and Korean.
-    rule(
-        "i18n.forget_all",
-        Multilingual,
-        0.65,
-        r"\bolvid(?:a|e|ar|en|ad)\s+todo\b|\bzaboravi(?:te)?\s+sve\b|\bzapomnij\s+o\s+wszystkim\b|\bvergeet\s+(?:alle|al)\b.{0,30}\b(?:instructies|regels|opdrachten|eerder)|\bönceki\s+(?:tüm\s+)?talimatları\s+unut|(?:이전|앞|위|지금까지)[^.。]{0,20}(?:모든|모두)[^.。]{0,10}잊",
-    ),
-    // A jailbreak persona named in any language: `[DAN]`, "il s'appellera Dan".
-    rule(
-        "persona.named_dan",
-        Roleplay,
-        0.6,
-        r"\[(?:dan|dude|stan|aim)\]|\b(?:s'appellera|s'appelle|heißt|heisst|se llama(?:rá)?|si chiamerà|named|called)\s+(?:dan|dude|stan)\b",
-    ),
-    // Praise for the last task, then a new one: the move that hijacks a running task.
-    rule(
-        "override.praise_then_new_task",
-        InstructionOverride,
-        0.55,
-        r"\b(?:sehr gut|gut gemacht|einfach großartig|großartig|well done|great job|excellent|perfect|congratulations|bravo|très bien|muy bien)\b.{0,120}\b(?:jetzt|nun|now|maintenant|ahora)\b.{0,60}\b(?:neue|weitere|zweite|nächste|new|next|second|another|nouvelle|nueva)\b.{0,20}\b(?:aufgabe|test|herausforderung|task|challenge|assignment|tâche|tarea)\b",
-    ),
 ];
 
-/// The override verbs' anchors, shared by the rules that start with them.
-const OVERRIDE_VERBS: &[&str] = &[
-    "ignor",
-    "disregard",
-    "forget",
-    "skip",
-    "neglect",
-    "overlook",
-    "omit",
-    "bypass",
-    "override",
-    "discard",
-    "abandon",
-    "set aside",
-    "pay no attention",
-    "stop following",
-    "follow",
-    "obey",
-];
+/// Every rule: [`ENGLISH`] then [`super::i18n::RULES`]. A rule's index is its place here.
+pub static RULES: std::sync::LazyLock<Vec<RuleDef>> =
+    std::sync::LazyLock::new(|| ENGLISH.iter().chain(super::i18n::RULES).copied().collect());
 
-/// Literals one of which every match of a rule contains: a single automaton pass finds
-/// them, and a rule runs only around its anchors. Lower case, as the views are.
-pub const ANCHORS: &[(&str, &[&str])] = &[
-    ("override.verb_scope_object", OVERRIDE_VERBS),
-    ("override.verb_scope_data", OVERRIDE_VERBS),
-    ("override.new_instructions", &["instruction", "task", "directive", "rules"]),
-    ("override.from_now_on", &["from now on"]),
-    ("override.instead", &["instead", "rather"]),
-    ("override.that_is_done", &["done", "finished", "over"]),
-    ("override.squeezed", &["ignore", "disregard", "forget"]),
-    (
-        "override.everything",
-        &[
-            "everything",
-            "anything",
-            "all that",
-            "all this",
-            "all of",
-            "all your thoughts",
-            "all previous",
-            "all prior",
-            "all the",
-            "above",
-            "what i",
-            "what you",
-            "what we",
-            "alles",
-        ],
-    ),
-    (
-        "override.change_instructions",
-        &["instructions", "directions", "directives", "rules", "programming", "guidelines", "thoughts"],
-    ),
-    (
-        "exfil.your_instructions",
-        &["instruction", "directions", "commands", "configuration", "initiali", "system settings"],
-    ),
-    ("exfil.text_above", &["above", "entire", "whole"]),
-    (
-        "exfil.told_before",
-        &["told", "instructed", "given", "not supposed", "system prompt is", "systemprompt", "system_prompt"],
-    ),
-    ("exfil.reveal_prompt", &["prompt", "instruction", "password", "passphrase", "secret", "system message"]),
-    ("exfil.words_above", &["above", "before this", "so far", "preceding"]),
-    ("exfil.secret_password", &["password", "passphrase", "secret word", "secret key"]),
-    ("exfil.squeezed", &["systemprompt", "systemmessage", "initialinstructions", "hiddeninstructions"]),
-    ("persona.dan", &["dan", "stan", "dude", "aim", "kevin", "mongo tom", "evil"]),
-    ("persona.do_anything_now", &["do anything now"]),
-    ("persona.developer_mode", &["mode"]),
-    (
-        "persona.no_limits",
-        &[
-            "ethic",
-            "moral",
-            "restriction",
-            "limitation",
-            "censor",
-            "filter",
-            "guideline",
-            "polic",
-            "rules",
-            "boundar",
-            "safeguard",
-            "constraint",
-            "legalit",
-        ],
-    ),
-    ("persona.never_refuse", &["refuse", "decline", "reject", "say no", "say that you can", "warn", "apologi"]),
-    ("persona.stay_in_character", &["character"]),
-    ("persona.jailbreak_word", &["jailbr"]),
-    ("persona.not_an_ai", &["you are", "you're"]),
-    ("persona.anything_goes", &["anything"]),
-    ("persona.two_responses", &["responses", "answers", "paragraphs"]),
-    ("persona.stay_in_mode", &["mode"]),
-    ("persona.moralizing_rant", &["moralizing rant"]),
-    ("persona.forget_terms", &["tos", "terms of", "polic"]),
-    ("persona.mode_enabled", &["mode"]),
-    ("persona.under_control", &["under my"]),
-    ("persona.opposite_day", &["opposite day"]),
-    (
-        "persona.not_the_model",
-        &[
-            "as gpt",
-            "as chatgpt",
-            "as an ai",
-            "as a language",
-            "as an assistant",
-            "as claude",
-            "like gpt",
-            "like chatgpt",
-            "like an ai",
-            "like a language",
-            "like an assistant",
-            "like claude",
-            "pretend to be",
-        ],
-    ),
-    ("persona.take_on_persona", &["take on"]),
-    ("exfil.see_prompt", &["prompt", "instructions", "configuration", "message"]),
-    ("exfil.export_setup", &["initiali", "system configuration", "embeddings", "this prompt"]),
-    ("exfil.what_is_above", &["above", "before"]),
-    ("exfil.encode_prompt", &["system prompt", "initial prompt", "initial instructions", "you were given"]),
-    ("override.decode_and_obey", &["decode", "decipher", "decrypt", "translate"]),
-    ("persona.maker_authority", &["openai", "anthropic", "deepmind", "meta ai", "microsoft"]),
-    ("persona.simulated_ais", &["between", "simulator of", "emulator of"]),
-    ("persona.unbound_traits", &["uncensored", "amoral", "unfiltered", "unrestricted", "unethical"]),
-    ("persona.opposite_of_truth", &["opposite of"]),
-    ("persona.from_now_on", &["from now on"]),
-    ("persona.coined_gpt", &["gpt"]),
-    ("template.special_tokens", &["<|"]),
-    (
-        "template.inst",
-        &["[inst]", "[/inst]", "<<sys>>", "<</sys>>", "<start_of_turn>", "<end_of_turn>", "[system](#", "{{#system"],
-    ),
-    ("turns.human_assistant", &["human", "assistant"]),
-    ("turns.system_line", &["system", "admin", "developer"]),
-    ("turns.role_headers", &["##"]),
-    ("delimiter.close_then_instruct", &["---", "===", "###", "***", "\"\"\"", "'''", "```", "]]", "}}", "</"]),
-    ("delimiter.end_of", &["end of", "ignore the"]),
-    ("markdown.image_data", &["!["]),
-    ("markdown.render_with", &["!["]),
-    ("markdown.append_query", &["url", "query", "link", "image", "parameter"]),
-    ("indirect.note_to_ai", &["note", "message", "instruction", "attention", "important", "notice", "reminder"]),
-    ("indirect.important_tag", &["<important>", "<system>", "<instruction", "<admin>", "<secret>"]),
-    ("indirect.dont_tell_user", &["user"]),
-    ("indirect.if_you_are_ai", &["if you are"]),
-    ("indirect.ai_must", &["must", "should", "need to", "required to", "instructed to"]),
-    ("indirect.send_data", &["send", "forward", "email", "post", "upload", "transfer", "exfiltrat"]),
-    (
-        "data.shape_your_reply",
-        &["your reply", "your replies", "your response", "your answer", "your output", "your summary"],
-    ),
-    ("data.your_reply_must", &["your reply", "your response", "your answer"]),
-    ("data.transform_your_reply", &["your reply", "your response", "your answer", "your message", "your output"]),
-    ("data.plant_code", &["your "]),
-    ("data.shell_payload", &["nc -e", "/dev/tcp/", "bash -i", "sh", "os.system(", "subprocess.", "rm -rf"]),
-    ("i18n.de", &["vergiss", "vergessen", "ignorier", "missacht"]),
-    ("i18n.de_object_first", &["obigen", "vorherigen", "vorangegangenen", "bisherigen", "vorigen", "früheren"]),
-    ("i18n.de_new_task", &["folgen", "kommt", "kommen"]),
-    ("i18n.fr", &["ignore", "oublie", "tiens pas compte"]),
-    ("i18n.es", &["ignora", "ignore", "olvid", "omite"]),
-    ("i18n.pt", &["ignore", "ignora", "esque", "desconsider"]),
-    ("i18n.it", &["ignora", "dimentica", "trascura", "non seguire"]),
-    ("i18n.ru", &["игнорир", "забуд", "не обращай", "проигнорир"]),
-    ("i18n.zh", &["忽略", "无视", "無視", "忘记", "忘記", "不要理会", "忽视"]),
-    ("i18n.ja", &["無視", "忘れ"]),
-    ("i18n.de_void", &["alle ", "auf "]),
-    ("i18n.de_print_prompt", &["eingabeaufforderung", "anweisung", "prompt", "instruktionen"]),
-    ("i18n.forget_all", &["olvid", "zaboravi", "zapomnij", "vergeet", "talimatlar", "잊"]),
-    ("persona.named_dan", &["[dan]", "[dude]", "[stan]", "[aim]", "dan", "dude", "stan"]),
-    (
-        "override.praise_then_new_task",
-        &["task", "test", "aufgabe", "herausforderung", "challenge", "assignment", "tâche", "tarea"],
-    ),
-];
+pub use super::anchors::ANCHORS;

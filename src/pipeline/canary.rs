@@ -124,6 +124,18 @@ impl Canary {
     }
 }
 
+/// Where a stream's output now repeats the request's canary and the policy blocks: the
+/// API's error event that ends the stream instead of the events that completed it.
+pub fn check_stream(app: &AppState, cx: &mut RequestCtx, w: &super::stream::SseWatch) -> Option<bytes::Bytes> {
+    let c = cx.canary.as_deref_mut()?;
+    if c.leaked || !c.seen_in(w.output.as_ref()?) {
+        return None;
+    }
+    let e = leaked(app, cx)?;
+    cx.error_kind = Some(e.kind());
+    Some(w.error_with(crate::error::ErrorClass::Permission, &e.to_string()))
+}
+
 /// Records a leak (log, metric, header) and, if the policy blocks, the refusal.
 pub fn leaked(app: &AppState, cx: &mut RequestCtx) -> Option<ProxyError> {
     let c = cx.canary.as_ref()?;

@@ -7,7 +7,6 @@
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame, SizeHint};
@@ -16,33 +15,11 @@ use tokio::time::Sleep;
 use super::batch::Batch;
 use super::exchange::{End, Guard, SETTLE_WAIT};
 use super::finish::{Finish, Outcome};
-use super::respond::BodyTimeouts;
+use super::respond::{BodyTimeouts, IdleTimer};
 use super::stream::SseWatch;
 use crate::error::ErrorClass;
 use crate::http::body::{Body, BodyError};
 use crate::provider::usage::Usage;
-
-/// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
-/// per SSE event; instead each frame only notes its time, and when the timer fires it is
-/// pushed out to `last_frame + every` unless that moment has really passed.
-struct IdleTimer {
-    every: Duration,
-    last_frame: tokio::time::Instant,
-    sleep: Pin<Box<Sleep>>,
-}
-
-impl IdleTimer {
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            let due = self.last_frame + self.every;
-            if due <= tokio::time::Instant::now() {
-                return true;
-            }
-            self.sleep.as_mut().reset(due);
-        }
-        false
-    }
-}
 
 pub(super) struct Observed {
     inner: Body,
@@ -129,18 +106,12 @@ impl Observed {
         Usage::sum(seen, self.fin.cx.prior_usage)
     }
 
-    /// Where the stream's output now repeats the request's canary and the policy blocks:
-    /// the API's error event that ends the stream instead.
+    /// The canary check of the stream so far; a refusal ends it (see [`super::canary`]).
     fn canary_refusal(&mut self) -> Option<Bytes> {
-        let (Some(w), Some(c)) = (self.sse.as_deref(), self.fin.cx.canary.as_deref_mut()) else { return None };
-        if c.leaked || !c.seen_in(w.output.as_ref()?) {
-            return None;
-        }
-        let e = super::canary::leaked(&self.fin.app, &mut self.fin.cx)?;
-        self.fin.cx.error_kind = Some(e.kind());
+        let refused = super::canary::check_stream(&self.fin.app, &mut self.fin.cx, self.sse.as_deref()?)?;
         self.fin.outcome = Outcome::UpstreamInvalid;
         self.ended = true;
-        Some(w.error_with(ErrorClass::Permission, &e.to_string()))
+        Some(refused)
     }
 
     /// A passthrough stream's output is judged when its final event arrives: the event goes
@@ -414,6 +385,7 @@ mod tests {
     use http::Response;
     use http_body_util::BodyExt;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
     use std::time::Instant;
 
     /// A body fed by the test, frame by frame.

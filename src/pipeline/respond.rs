@@ -30,6 +30,29 @@ impl BodyTimeouts {
     }
 }
 
+/// The between-chunks timeout. Re-arming a timer on every frame costs a timer-wheel update
+/// per SSE event; instead each frame only notes its time, and when the timer fires it is
+/// pushed out to `last_frame + every` unless that moment has really passed.
+pub(super) struct IdleTimer {
+    pub(super) every: Duration,
+    pub(super) last_frame: tokio::time::Instant,
+    pub(super) sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    pub(super) fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        use std::future::Future as _;
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let due = self.last_frame + self.every;
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+        false
+    }
+}
+
 /// Finalises a response. `upstream`: the body timeouts and the exchange's guard, for a
 /// response that came from a provider.
 pub fn wrap(mut fin: Finish, resp: Response<Body>, upstream: Option<(BodyTimeouts, Guard)>) -> Response<Body> {

@@ -17,25 +17,24 @@
 //! carry the same `x-mock` value, then answers normally; `on=NAME` applies them only in the
 //! mock named NAME (an in-process mock is named after its provider; `warden mock --name`).
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::{ApiFamily, Endpoint, ModelInfo};
 use crate::config::parse_duration;
 use crate::error::{json_response, ErrorClass};
-use crate::http::body::{Body, BodyError};
+use crate::http::body::Body;
 
 mod shapes;
+mod stream;
 use shapes::Shape;
+use stream::MockStream;
 
 /// The model the shipped config routes to the mock.
 pub const MOCK_MODEL: &str = "mock-1";
@@ -401,79 +400,6 @@ fn mock_error(family: ApiFamily, status: StatusCode, msg: &str, retry_after: Opt
         resp.headers_mut().insert(http::header::RETRY_AFTER, ra);
     }
     resp
-}
-
-/// A server-sent event stream that yields prepared events, optionally with a delay between
-/// them and a simulated connection cut. Dropping it early counts as a cancelled stream.
-struct MockStream {
-    events: Vec<Bytes>,
-    next: usize,
-    delay: Option<Duration>,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    cut_after: Option<usize>,
-    stats: Arc<MockStats>,
-    done: bool,
-    /// The cut waits one poll after the last event, so the server writes that event out
-    /// first (a server drops unflushed data when a body fails).
-    cut_armed: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("mock provider: stream cut by directive")]
-struct StreamCut;
-
-impl http_body::Body for MockStream {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        if this.next >= this.events.len() {
-            if !this.done {
-                this.done = true;
-                this.stats.streams_completed.fetch_add(1, Ordering::SeqCst);
-            }
-            return Poll::Ready(None);
-        }
-        if this.cut_after.is_some_and(|n| this.next >= n) {
-            if !this.cut_armed && this.next > 0 {
-                this.cut_armed = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            this.done = true;
-            this.stats.streams_cancelled.fetch_add(1, Ordering::SeqCst);
-            return Poll::Ready(Some(Err(BodyError::new(StreamCut))));
-        }
-        if let (Some(delay), true) = (this.delay, this.next > 0) {
-            let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.sleep = None;
-        }
-        let ev = std::mem::take(&mut this.events[this.next]);
-        this.next += 1;
-        Poll::Ready(Some(Ok(Frame::data(ev))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.next >= self.events.len() && self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
-
-use std::future::Future as _;
-
-impl Drop for MockStream {
-    fn drop(&mut self) {
-        if !self.done && self.next < self.events.len() {
-            self.stats.streams_cancelled.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 }
 
 #[cfg(test)]
