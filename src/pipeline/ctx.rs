@@ -173,6 +173,12 @@ impl RequestCtx {
         });
     }
 
+    /// An answer that broke its schema or repeated the canary is delivered (when the
+    /// policy flags) but never stored in the cache.
+    pub fn answer_tainted(&self) -> bool {
+        self.schema_state == Some("invalid") || self.canary.as_ref().is_some_and(|c| c.leaked)
+    }
+
     pub fn team(&self) -> &str {
         self.key.as_ref().map_or("none", |k| k.team.as_str())
     }

@@ -385,16 +385,13 @@ where
         cx.output = checked.output.take();
         // count_tokens counts; it does not spend.
         cx.usage = checked.usage.filter(|_| endpoint != Endpoint::CountTokens);
-        if let (Some(c), Some(out)) = (cx.canary.as_deref_mut(), cx.output.as_ref()) {
-            if c.seen_in(out) {
-                if let Some(l) = lead.take() {
-                    l.not_stored();
-                }
-                if let Some(e) = canary::leaked(app, cx) {
-                    let response = schema::refuse(app, cx, e);
-                    return Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }));
-                }
+        let leaked = cx.canary.as_deref_mut().zip(cx.output.as_ref()).is_some_and(|(c, out)| c.seen_in(out));
+        if let Some(e) = leaked.then(|| canary::leaked(app, cx)).flatten() {
+            if let Some(l) = lead.take() {
+                l.not_stored();
             }
+            let response = schema::refuse(app, cx, e);
+            return Ok(Reply::Exchange(Exchange { response, request, provider, credential, timeouts, guard }));
         }
         let judged = match &output_plan {
             Some(plan) if checked.response.status().is_success() => {
@@ -423,7 +420,7 @@ where
         };
         let response = match lead.take() {
             // A flagged answer is delivered, never stored.
-            Some(l) if cx.schema_state == Some("invalid") => {
+            Some(l) if cx.answer_tainted() => {
                 l.not_stored();
                 response
             }

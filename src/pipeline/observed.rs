@@ -237,11 +237,9 @@ impl Observed {
     /// stores nothing, and the flight's waiters ask for themselves.
     fn store_stream(&mut self) {
         let Some(lead) = self.fin.cx.cache_lead.take() else { return };
-        // An output that broke its schema is never stored, flagged or not.
         let whole = self.fin.outcome == Outcome::Complete
             && self.sse.as_ref().is_some_and(|w| w.terminal)
-            && self.fin.cx.schema_state != Some("invalid")
-            && !self.fin.cx.canary.as_ref().is_some_and(|c| c.leaked);
+            && !self.fin.cx.answer_tainted();
         match self.tape.take().filter(|_| whole) {
             Some(tape) => {
                 let usage = self.usage().unwrap_or_default();

@@ -183,32 +183,52 @@ pub fn judge(
         return Judged::Pass;
     }
     let r = &plan.rules;
-    let action = match (r.mode, r.on_invalid) {
-        (Mode::Monitor, _) => "monitor",
-        (Mode::Enforce, OnInvalid::Flag) => "flag",
-        (Mode::Enforce, OnInvalid::Retry) if can_retry && attempt <= r.max_retries => "retry",
-        (Mode::Enforce, OnInvalid::Retry | OnInvalid::Reject) => "reject",
+    let act = match (r.mode, r.on_invalid) {
+        (Mode::Monitor, _) => Act::Monitor,
+        (Mode::Enforce, OnInvalid::Flag) => Act::Flag,
+        (Mode::Enforce, OnInvalid::Retry) if can_retry && attempt <= r.max_retries => Act::Retry,
+        (Mode::Enforce, OnInvalid::Retry | OnInvalid::Reject) => Act::Reject,
     };
-    app.metrics.schema_violations.with_label_values(&["output", &r.policy, action]).inc();
+    app.metrics.schema_violations.with_label_values(&["output", &r.policy, act.as_str()]).inc();
     cx.schema_state = Some("invalid");
     // The log names where the output broke, not the values (they are the model's text).
     let places: Vec<&str> = problems.iter().map(|p| p.split(": ").next().unwrap_or("")).collect();
     cx.schema_problems = Some(places.join(", "));
-    match action {
-        "monitor" => {
+    match act {
+        Act::Monitor => {
             cx.add_would_block(&format!("{}:schema.output", r.policy));
             Judged::Pass
         }
-        "flag" => Judged::Pass,
-        "retry" => {
+        Act::Flag => Judged::Pass,
+        Act::Retry => {
             app.metrics.schema_retries.inc();
             Judged::Retry(repair_note(&problems))
         }
-        _ => Judged::Reject(ProxyError::SchemaInvalid(Box::new(SchemaRefusal {
+        Act::Reject => Judged::Reject(ProxyError::SchemaInvalid(Box::new(SchemaRefusal {
             policy: r.policy.to_string(),
             attempts: attempt,
             problems,
         }))),
+    }
+}
+
+/// What the policy does with one invalid answer (the metric's `action`).
+#[derive(Clone, Copy)]
+enum Act {
+    Monitor,
+    Flag,
+    Retry,
+    Reject,
+}
+
+impl Act {
+    fn as_str(self) -> &'static str {
+        match self {
+            Act::Monitor => "monitor",
+            Act::Flag => "flag",
+            Act::Retry => "retry",
+            Act::Reject => "reject",
+        }
     }
 }
 
