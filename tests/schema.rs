@@ -55,17 +55,9 @@ fn bad_answers() -> Vec<(&'static str, &'static str, &'static str)> {
     ]
 }
 
-struct Setup {
-    proxy: TestProxy,
-    mock: TestMock,
-    _cd: ConfigDir,
-}
-
 /// warden before the mock ([`two_api_config`]) with the invoice policy; `output` is the
 /// policy's `output:` section body (YAML, indented 8).
-async fn setup(output: &str) -> Setup {
-    let mock = TestMock::start().await;
-    let yaml = two_api_config(mock.addr, "labels: { app: invoices }");
+async fn setup(output: &str) -> Mocked {
     let policy = format!(
         r#"
 policies:
@@ -84,27 +76,8 @@ policies:
 {output}
 "#
     );
-    let cd = ConfigDir::new(&yaml, &[("invoices.yaml", &policy)]);
-    std::fs::write(cd.policy_path("invoice.schema.json"), INVOICE_SCHEMA).unwrap();
-    std::env::set_var("UPSTREAM_KEY", UPSTREAM_SECRET);
-    let proxy = TestProxy::start_from(&cd).await;
-    Setup { proxy, mock, _cd: cd }
-}
-
-impl Setup {
-    fn calls(&self) -> u64 {
-        self.mock.stats.requests.load(Ordering::SeqCst)
-    }
-
-    async fn post(&self, path: &str, body: &Value, extra: &[(&str, &str)]) -> Resp {
-        let mut headers = vec![BEARER, ("anthropic-version", "2023-06-01")];
-        headers.extend_from_slice(extra);
-        send(http::Method::POST, &self.proxy.url(path), &headers, body.to_string()).await
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        metric_sum(&self.proxy, name).await
-    }
+    Mocked::start("labels: { app: invoices }", &[("invoices.yaml", &policy), ("invoice.schema.json", INVOICE_SCHEMA)])
+        .await
 }
 
 fn chat(extra: Value) -> Value {

@@ -257,6 +257,39 @@ keys:
     )
 }
 
+/// warden from files ([`two_api_config`] plus `files` in its `policies/` directory)
+/// before the mock on its own port, whose request counter shows what reached the upstream.
+pub struct Mocked {
+    pub proxy: TestProxy,
+    pub mock: TestMock,
+    _cd: ConfigDir,
+}
+
+impl Mocked {
+    pub async fn start(key_extra: &str, files: &[(&str, &str)]) -> Mocked {
+        let mock = TestMock::start().await;
+        let cd = ConfigDir::new(&two_api_config(mock.addr, key_extra), files);
+        std::env::set_var("UPSTREAM_KEY", UPSTREAM_SECRET);
+        let proxy = TestProxy::start_from(&cd).await;
+        Mocked { proxy, mock, _cd: cd }
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.mock.stats.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// POSTs `body` with the demo key (both APIs' headers) and `extra` headers.
+    pub async fn post(&self, path: &str, body: &serde_json::Value, extra: &[(&str, &str)]) -> Resp {
+        let mut headers = vec![BEARER, ("anthropic-version", "2023-06-01")];
+        headers.extend_from_slice(extra);
+        send(Method::POST, &self.proxy.url(path), &headers, body.to_string()).await
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.proxy, name).await
+    }
+}
+
 /// The sum of every sample of a metric whose line starts with `name` (labels may follow).
 pub async fn metric_sum(proxy: &TestProxy, name: &str) -> f64 {
     let text = get(&proxy.admin_url("/metrics"), &[]).await.text();
