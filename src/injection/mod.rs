@@ -9,14 +9,14 @@
 mod anchors;
 pub mod eval;
 mod i18n;
+mod matcher;
 pub mod normalize;
 pub mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use aho_corasick::AhoCorasick;
-use regex::bytes::Regex;
+use matcher::Matcher;
 use rules::{Family, View, RULES};
 
 /// One matched rule.
@@ -54,48 +54,11 @@ impl Report {
     }
 }
 
-struct Compiled {
-    /// By rule index; `None` for a rule that did not compile (a test checks there are none).
-    rules: Vec<Option<Regex>>,
-    /// The anchors of every rule, and for each anchor the rules it arms.
-    anchors: Option<AhoCorasick>,
-    armed: Vec<Vec<usize>>,
-}
-
-static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
-    let rules = RULES
-        .iter()
-        .map(|r| {
-            // Byte regexes without Unicode classes for the ASCII rules: `.`, `\w` and `\b`
-            // as bytes keep the DFA small (Unicode ones make it many times slower to build).
-            regex::bytes::RegexBuilder::new(r.pattern).unicode(!r.pattern.is_ascii()).size_limit(1 << 22).build().ok()
-        })
-        .collect();
-    let mut literals: Vec<&str> = Vec::new();
-    let mut armed: Vec<Vec<usize>> = Vec::new();
-    for (i, r) in RULES.iter().enumerate() {
-        for a in rules::ANCHORS.iter().filter(|(id, _)| *id == r.id).flat_map(|(_, a)| a.iter()) {
-            match literals.iter().position(|l| l == a) {
-                Some(at) => armed[at].push(i),
-                None => {
-                    literals.push(a);
-                    armed.push(vec![i]);
-                }
-            }
-        }
-    }
-    // Built from constants (a test checks it builds).
-    let anchors =
-        aho_corasick::AhoCorasickBuilder::new().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(&literals).ok();
-    Compiled { rules, anchors, armed }
-});
-
-/// How far around an anchor a rule's regex looks (its matches are shorter than this).
-const WINDOW: usize = 320;
+static MATCHER: LazyLock<Matcher> = LazyLock::new(Matcher::build);
 
 /// Compiles the rules now rather than on the first scan.
 pub fn warm() {
-    LazyLock::force(&COMPILED);
+    LazyLock::force(&MATCHER);
 }
 
 /// Scans one text a person sent (a user turn, a prompt).
@@ -113,7 +76,7 @@ fn scan_in(text: &str, data: bool) -> Report {
     let views = normalize::views(text);
     let mut report = Report::default();
     match_rules(&views.text, &views.squeezed, false, data, &mut report.hits);
-    if let Some(u) = &views.unmasked {
+    for u in &views.unmasked {
         let mut more = Vec::new();
         match_text_rules(u, data, &mut more);
         // A rule counts once, however many views it matched in.
@@ -142,8 +105,6 @@ fn scan_in(text: &str, data: bool) -> Report {
     report
 }
 
-/// Runs every rule armed by an anchor in `text` or `squeezed`, on the merged windows around
-/// its anchors: the work stays linear in the text, whatever it holds.
 /// The text-view rules only, on another reading of the text.
 fn match_text_rules(text: &str, data: bool, hits: &mut Vec<Hit>) {
     match_views(&[(View::Text, text)], false, data, hits);
@@ -154,49 +115,11 @@ fn match_rules(text: &str, squeezed: &str, hidden: bool, data: bool, hits: &mut 
 }
 
 fn match_views(views: &[(View, &str)], hidden: bool, data: bool, hits: &mut Vec<Hit>) {
-    let c = &*COMPILED;
-    let Some(anchors) = &c.anchors else { return };
-    for &(view_kind, view) in views {
-        // Per rule, the windows to search, merged as they come (anchors arrive in order).
-        let mut windows: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        for m in anchors.find_overlapping_iter(view) {
-            for &rule in &c.armed[m.pattern().as_usize()] {
-                if RULES[rule].view != view_kind || (!data && RULES[rule].id.starts_with("data.")) {
-                    continue;
-                }
-                let from = floor_boundary(view, m.start().saturating_sub(WINDOW));
-                let to = ceil_boundary(view, (m.end() + WINDOW).min(view.len()));
-                let w = windows.entry(rule).or_default();
-                match w.last_mut() {
-                    Some(last) if from <= last.1 => last.1 = last.1.max(to),
-                    _ => w.push((from, to)),
-                }
-            }
-        }
-        for (rule, spans) in windows {
-            let Some(re) = &c.rules[rule] else { continue };
-            let found = spans.iter().find_map(|&(from, to)| {
-                re.find(&view.as_bytes()[from..to]).map(|m| (from + m.start(), from + m.end()))
-            });
-            if let Some(span) = found {
-                hits.push(Hit { rule: RULES[rule].id, index: rule, family: RULES[rule].family, span, hidden });
-            }
-        }
+    for &(kind, view) in views {
+        MATCHER.run(kind, view, data, &mut |rule, span| {
+            hits.push(Hit { rule: RULES[rule].id, index: rule, family: RULES[rule].family, span, hidden });
+        });
     }
-}
-
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn ceil_boundary(s: &str, mut i: usize) -> usize {
-    while i < s.len() && !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i
 }
 
 #[cfg(test)]
@@ -209,9 +132,11 @@ mod tests {
 
     #[test]
     fn every_rule_compiles() {
-        assert!(COMPILED.rules.iter().all(Option::is_some) && COMPILED.anchors.is_some());
-        for r in RULES.iter() {
-            assert!(rules::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty()), "{} has no anchors", r.id);
+        assert!(MATCHER.rules.iter().all(Option::is_some) && MATCHER.complete());
+        // Hand anchors only where the rule's own literals cannot say where it may match.
+        for (id, _) in rules::ANCHORS {
+            let i = RULES.iter().position(|r| r.id == *id);
+            assert!(i.is_some_and(|i| MATCHER.anchored_by_hand(i)), "{id}: anchors it does not need");
         }
         let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
         ids.sort_unstable();

@@ -15,9 +15,10 @@ pub struct Views {
     /// for long phrases written with spaces, dots or one letter per line.
     pub squeezed: String,
     /// `text` with words spelled out letter by letter joined (`i g n o r e`) and leetspeak
-    /// folded in words that mix digits and letters (`1gn0r3 th3`), when that changes
-    /// anything: the same rules read it, so every phrase they know is caught obfuscated too.
-    pub unmasked: Option<String>,
+    /// folded in words that mix digits and letters (`1gn0r3 th3`), where that changes
+    /// anything (those parts only): the same rules read it, so every phrase they know is
+    /// caught obfuscated too.
+    pub unmasked: Vec<String>,
     /// Texts hidden in the input: Unicode tag characters decoded, base64 and hex runs that
     /// decode to text, ROT13 where the text asks for it.
     pub hidden: Vec<String>,
@@ -80,7 +81,7 @@ pub fn views(input: &str) -> Views {
     // Most text is ASCII: nothing invisible, nothing to compose or fold.
     if input.is_ascii() {
         v.text = input.to_ascii_lowercase();
-        v.unmasked = unmask(&v.text);
+        v.unmasked = unmask_parts(&v.text);
         v.squeezed = squeeze(&v.text);
         decode_runs(&v.text, input, &mut v.hidden);
         return v;
@@ -111,10 +112,16 @@ pub fn views(input: &str) -> Views {
     if !tags.is_empty() {
         v.hidden.push(tags.to_lowercase());
     }
-    let folded: String =
-        if kept.is_ascii() { kept.to_ascii_lowercase() } else { kept.nfkc().collect::<String>().to_lowercase() };
+    let folded: String = if kept.is_ascii() {
+        kept.to_ascii_lowercase()
+    } else if unicode_normalization::is_nfkc_quick(kept.chars()) == unicode_normalization::IsNormalized::Yes {
+        // Most non-ASCII text (accents, CJK, Cyrillic) is in NFKC already.
+        kept.to_lowercase()
+    } else {
+        kept.nfkc().collect::<String>().to_lowercase()
+    };
     v.text = fold_confusables(&folded);
-    v.unmasked = unmask(&v.text);
+    v.unmasked = unmask_parts(&v.text);
     v.squeezed = squeeze(&v.text);
     decode_runs(&v.text, input, &mut v.hidden);
     v
@@ -262,39 +269,155 @@ fn unmask(text: &str) -> Option<String> {
     changed.then_some(joined)
 }
 
+/// How much text around an obfuscated word is unmasked with it: more than a rule's reach.
+const UNMASK_CONTEXT: usize = 400;
+
+/// The unmasked readings of the parts of `text` that hold obfuscated words (see
+/// [`Views::unmasked`]), each with its context: a rule that matches nowhere near such a
+/// word matched the plain text already, so the rest need not be read twice.
+fn unmask_parts(text: &str) -> Vec<String> {
+    let mut parts: Vec<(usize, usize)> = Vec::new();
+    for (from, to) in masked_words(text.as_bytes()) {
+        let from = floor_boundary(text, from.saturating_sub(UNMASK_CONTEXT));
+        let to = ceil_boundary(text, (to + UNMASK_CONTEXT).min(text.len()));
+        match parts.last_mut() {
+            Some(last) if from <= last.1 => last.1 = to,
+            _ => parts.push((from, to)),
+        }
+    }
+    parts.into_iter().filter_map(|(from, to)| unmask(&text[from..to])).collect()
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+const OTHER: u8 = 0;
+const LETTER: u8 = 1;
+const LEET: u8 = 2;
+const DIGIT: u8 = 3;
+const SPACE: u8 = 4;
+/// Each byte's part in [`masked_words`].
+const CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b' ' => SPACE,
+            b'0' | b'1' | b'3' | b'4' | b'5' | b'7' => LEET,
+            b'2' | b'6' | b'8' | b'9' => DIGIT,
+            c if c.is_ascii_alphabetic() => LETTER,
+            _ => OTHER,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// The byte ranges of what [`unmask`] changes: words that mix letters and leet digits,
+/// and runs of three single letters. One pass, no allocation while there are none.
+fn masked_words(b: &[u8]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let (mut letters, mut leet, mut other_digit) = (0usize, 0usize, false);
+    let mut start = 0;
+    // Where the current run of single-letter words began, and its length.
+    let (mut run_start, mut singles) = (0usize, 0usize);
+    for (i, &c) in b.iter().chain(std::iter::once(&b' ')).enumerate() {
+        let class = CLASS[usize::from(c)];
+        if class != SPACE {
+            letters += usize::from(class == LETTER);
+            leet += usize::from(class == LEET);
+            other_digit |= class == DIGIT;
+            continue;
+        }
+        if letters >= 1 && leet >= 1 && letters + leet >= 3 && !other_digit {
+            found.push((start, i));
+        }
+        if i == start + 1 && b[start].is_ascii_alphabetic() {
+            if singles == 0 {
+                run_start = start;
+            }
+            singles += 1;
+            if singles == 3 {
+                found.push((run_start, i));
+            } else if singles > 3 {
+                found.push((i - 1, i));
+            }
+        } else {
+            singles = 0;
+        }
+        (letters, leet, other_digit, start) = (0, 0, false, i + 1);
+    }
+    found
+}
+
 /// Letters and digits only, leetspeak folded.
 pub(super) fn squeeze(text: &str) -> String {
     if text.is_ascii() {
-        let bytes: Vec<u8> = text.bytes().filter_map(squeeze_ascii).collect();
+        // Branch-free: every byte is written, and the cursor moves past the kept ones.
+        let mut out = vec![0u8; text.len()];
+        let mut n = 0;
+        for &b in text.as_bytes() {
+            let m = SQUEEZE[usize::from(b & 0x7f)];
+            out[n] = m;
+            n += usize::from(m != 0);
+        }
+        out.truncate(n);
         // Only ASCII bytes were kept.
-        return String::from_utf8(bytes).unwrap_or_default();
+        return String::from_utf8(out).unwrap_or_default();
     }
     text.chars()
         .filter_map(|c| match c {
-            '0' => Some('o'),
-            '1' | '!' | '|' => Some('i'),
-            '3' => Some('e'),
-            '4' | '@' => Some('a'),
-            '5' | '$' => Some('s'),
-            '7' => Some('t'),
+            c if c.is_ascii() => Some(SQUEEZE[c as usize]).filter(|m| *m != 0).map(char::from),
             c if c.is_alphanumeric() => Some(c),
             _ => None,
         })
         .collect()
 }
 
-fn squeeze_ascii(b: u8) -> Option<u8> {
-    match b {
-        b'0' => Some(b'o'),
-        b'1' | b'!' | b'|' => Some(b'i'),
-        b'3' => Some(b'e'),
-        b'4' | b'@' => Some(b'a'),
-        b'5' | b'$' => Some(b's'),
-        b'7' => Some(b't'),
-        b if b.is_ascii_alphanumeric() => Some(b),
-        _ => None,
+/// The bytes of a base64 or hex run.
+const RUN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_');
+        b += 1;
     }
-}
+    t
+};
+
+/// What [`squeeze`] keeps of each ASCII byte (0: nothing).
+const SQUEEZE: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = match c {
+            b'0' => b'o',
+            b'1' | b'!' | b'|' => b'i',
+            b'3' => b'e',
+            b'4' | b'@' => b'a',
+            b'5' | b'$' => b's',
+            b'7' => b't',
+            c if c.is_ascii_alphanumeric() => c,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
 
 /// The most decoded text kept per input.
 const MAX_DECODED: usize = 64 * 1024;
@@ -303,10 +426,23 @@ const MAX_DECODED: usize = 64 * 1024;
 /// text, and the whole text ROT13'd when it mentions ROT13. `original` keeps base64's case.
 fn decode_runs(text: &str, original: &str, out: &mut Vec<String>) {
     let mut budget = MAX_DECODED;
-    for run in original.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_'))) {
-        if budget == 0 {
-            break;
+    let bytes = original.as_bytes();
+    let is_run = |b: u8| RUN[usize::from(b)];
+    let mut i = 0;
+    while i < bytes.len() && budget > 0 {
+        if !is_run(bytes[i]) {
+            i += 1;
+            continue;
         }
+        let start = i;
+        while i < bytes.len() && is_run(bytes[i]) {
+            i += 1;
+        }
+        if i - start < 20 {
+            continue;
+        }
+        // ASCII bytes on both sides: a char boundary.
+        let run = &original[start..i];
         let decoded = if run.len() >= 24 && run.len() % 2 == 0 && run.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex(run)
         } else if run.len() >= 20
@@ -322,7 +458,7 @@ fn decode_runs(text: &str, original: &str, out: &mut Vec<String>) {
             out.push(views_flat(&s));
         }
     }
-    if text.contains("rot13") || text.contains("rot-13") || text.contains("rot 13") {
+    if text.contains("rot") && (text.contains("rot13") || text.contains("rot-13") || text.contains("rot 13")) {
         out.push(text.chars().map(rot13).collect());
     }
 }
