@@ -98,9 +98,35 @@ pub const RULES: &[RuleDef] = &[
     ),
     // Praise for the last task, then a new one: the move that hijacks a running task.
     rule(
+        "i18n.de_persona",
+        Multilingual,
+        0.55,
+        r"\bstell(?:e)? dir vor,? (?:du bist|dass du)\b.{0,40}\b(?:böse|bösartig|ki|bot|hacker|ohne (?:regeln|grenzen|filter))\b|\bdu bist (?:keine?|nicht mehr) \w+,? sondern\b",
+    ),
+    rule(
+        "i18n.de_fabricate",
+        Multilingual,
+        0.55,
+        r"\b(?:formuliere|schreibe|erfinde|erstelle|generiere)\b.{0,40}\b(?:unwahre|falsche|erfundene|gefälschte)\s+(?:überschrift|schlagzeile|behauptung|nachricht|antwort|geschichte)\b",
+    ),
+    // "Very good. That is done." then a new task, in German.
+    rule(
+        "i18n.de_that_is_done",
+        Multilingual,
+        0.6,
+        r"\b(?:sehr gut|gut gemacht|sehr gut gemacht|prima|super|perfekt)\b[.!]?\s+das (?:ist erledigt|genügt|reicht|war's|wars)\b.{0,80}\b(?:nun|jetzt)\b",
+    ),
+    // Korean: "now you are ... the role of".
+    rule(
+        "i18n.ko_persona",
+        Multilingual,
+        0.55,
+        r"(?:이제 너는|너는 이제|지금부터 너는).{0,60}(?:역할|캐릭터|페르소나)",
+    ),
+    rule(
         "override.praise_then_new_task",
         InstructionOverride,
         0.55,
-        r"\b(?:sehr gut|gut gemacht|einfach großartig|großartig|well done|great job|excellent|perfect|congratulations|bravo|très bien|muy bien)\b.{0,120}\b(?:jetzt|nun|now|maintenant|ahora)\b.{0,60}\b(?:neue|weitere|zweite|nächste|new|next|second|another|nouvelle|nueva)\b.{0,20}\b(?:aufgabe|test|herausforderung|task|challenge|assignment|tâche|tarea)\b",
+        r"\b(?:sehr gut|gut gemacht|großartig|super|das war (?:schon mal )?(?:ok|gut)|well done|great|amazing|awesome|fantastic|brilliant|that was (?:ok|good|great)|excellent|perfect|congratulations|bravo|très bien|muy bien)\b.{0,120}\b(?:jetzt|nun|now|maintenant|ahora)\b.{0,60}\b(?:neuen?|weiteren?|zweiten?|nächsten?|anderen?|new|next|second|another|different|nouvelle|nueva)\b.{0,20}\b(?:aufgabe|test|herausforderung|task|challenge|assignment|tâche|tarea)\b",
     ),
 ];

@@ -119,15 +119,23 @@ impl Matcher {
         Matcher { rules, sides, text, squeezed }
     }
 
-    /// Whether both automata built and every rule has something to be found by.
+    /// The rules nothing would find: neither start nor end literals nor hand anchors (all
+    /// of them when an automaton did not build).
     #[cfg(test)]
-    pub(super) fn complete(&self) -> bool {
-        self.text.is_some()
-            && self.squeezed.is_some()
-            && RULES.iter().enumerate().all(|(i, r)| {
-                let (s, e) = self.sides[i];
-                s || e || super::anchors::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty())
+    pub(super) fn unfindable(&self) -> Vec<&'static str> {
+        RULES
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                let (s, e) = self.sides[*i];
+                let built = match r.view {
+                    View::Text => self.text.is_some(),
+                    View::Squeezed => self.squeezed.is_some(),
+                };
+                !built || !(s || e || super::anchors::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty()))
             })
+            .map(|(_, r)| r.id)
+            .collect()
     }
 
     /// Whether rule `i` needs hand anchors (its matches start and end with no literal).
