@@ -7,11 +7,14 @@
 //! characters, base64, hex, ROT13) is scanned too, and a hit there counts at least 0.85.
 
 mod anchors;
+mod decode;
 pub mod eval;
+mod hijack;
 mod i18n;
 mod matcher;
 pub mod normalize;
 pub mod rules;
+mod unmask;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
