@@ -44,6 +44,8 @@ pub(super) struct Matcher {
     pub(super) rules: Vec<Option<Regex>>,
     /// By rule: whether its start and its end literals are known.
     sides: Vec<(bool, bool)>,
+    /// By rule: a rule for data only (`data.`), run on tool results and fetched text.
+    for_data: Vec<bool>,
     text: Option<Automaton>,
     squeezed: Option<Automaton>,
 }
@@ -116,7 +118,8 @@ impl Matcher {
             let ac = AhoCorasickBuilder::new().kind(Some(AhoCorasickKind::DFA)).build(&lit).ok()?;
             Some(Automaton { ac, arms })
         });
-        Matcher { rules, sides, text, squeezed }
+        let for_data = RULES.iter().map(|r| r.id.starts_with("data.")).collect();
+        Matcher { rules, sides, for_data, text, squeezed }
     }
 
     /// The rules nothing would find: neither start nor end literals nor hand anchors (all
@@ -155,19 +158,22 @@ impl Matcher {
         };
         // (rule, side, start, end) of every literal found, in the order found (by end).
         let mut events: Vec<(u16, Side, u32, u32)> = Vec::new();
-        let mut count = vec![0u32; RULES.len() + 1];
         for m in auto.ac.find_overlapping_iter(view) {
             for &(rule, side) in &auto.arms[m.pattern().as_usize()] {
-                if data || !RULES[usize::from(rule)].id.starts_with("data.") {
+                if data || !self.for_data[usize::from(rule)] {
                     events.push((rule, side, m.start() as u32, m.end() as u32));
-                    count[usize::from(rule) + 1] += 1;
                 }
             }
         }
+        // Text that holds no literal (most of it) costs no allocation.
         if events.is_empty() {
             return;
         }
         // Grouped by rule with a counting sort: linear, and each group keeps the order found.
+        let mut count = vec![0u32; RULES.len() + 1];
+        for e in &events {
+            count[usize::from(e.0) + 1] += 1;
+        }
         for i in 1..count.len() {
             count[i] += count[i - 1];
         }
