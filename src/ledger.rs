@@ -2,12 +2,11 @@
 //! fsync on every commit, no acknowledged commit lost across `kill -9` in our tests; see
 //! the shared CRATES notes for the measurements behind the choice).
 //!
-//! Settlements are written by one thread with group commit: it gathers the settlements of a
-//! short window ([`GROUP_WINDOW`]), writes them in one transaction and one fsync, then
-//! acknowledges each. A
+//! Settlements are written by one thread with group commit: it takes every settlement
+//! ready, writes them in one transaction and one fsync, then acknowledges each. A
 //! response's last bytes wait for its acknowledgement (through the exchange guard), so the
-//! spend of a response a client received whole is never lost, and no request waits for an
-//! fsync of its own: while one commit runs, the next batch gathers. Reservations are never
+//! spend of a response a client received whole is never lost; under load no request waits
+//! for an fsync of its own: while one commit runs, the next batch gathers. Reservations are never
 //! written: a crash releases them, as it should.
 
 use std::path::Path;
@@ -107,22 +106,13 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<Row>, redb::Error> {
     Ok(rows)
 }
 
-/// How long a batch gathers after its first settlement before it is committed: one fsync
-/// serves every settlement of the window, and no response waits longer than this plus one
-/// commit for its last bytes.
-pub const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
-
+/// Group commit without a timer: a batch is every settlement that arrived while the last
+/// commit ran, so under load one fsync serves many, and at a low rate a response waits for
+/// one commit only, never for a window to pass.
 fn writer(db: Database, rx: mpsc::Receiver<Write>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        let until = std::time::Instant::now() + GROUP_WINDOW;
-        loop {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(w) => batch.push(w),
-                Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
+        batch.extend(rx.try_iter());
         match commit(&db, &batch) {
             Ok(()) => {
                 for w in batch {
