@@ -1,14 +1,14 @@
 //! Running the rules over a view in time linear in its length, and little of it: every
 //! rule's regex yields the literals each of its matches must start with and end with
-//! (regex-syntax's literal extraction), one automaton pass per view finds them all, and a
+//! (regex-syntax's literal extraction), one pass per view finds them all ([`LiteralSet`]), and a
 //! rule's regex runs only between a start literal and an end literal within reach of it.
 //! Benign text, which holds a rule's verbs or its objects but rarely both in order, costs
-//! the automaton pass and almost nothing else.
+//! that pass and almost nothing else.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 use regex::bytes::Regex;
 use regex_syntax::hir::literal::{ExtractKind, Extractor, Seq};
 
+use super::literals::LiteralSet;
 use super::rules::{View, RULES};
 
 /// The longest match a rule is looked for in (bytes from its start literal to its end).
@@ -33,9 +33,9 @@ enum Side {
 /// One view's literals, and for each the rules it belongs to and how.
 type Literals = (Vec<Vec<u8>>, Vec<Vec<(u16, Side)>>);
 
-/// One view's automaton, and what each of its literals means for which rule.
+/// One view's literals, and what each means for which rule.
 struct Automaton {
-    ac: AhoCorasick,
+    literals: LiteralSet,
     arms: Vec<Vec<(u16, Side)>>,
 }
 
@@ -46,8 +46,8 @@ pub(super) struct Matcher {
     sides: Vec<(bool, bool)>,
     /// By rule: a rule for data only (`data.`), run on tool results and fetched text.
     for_data: Vec<bool>,
-    text: Option<Automaton>,
-    squeezed: Option<Automaton>,
+    text: Automaton,
+    squeezed: Automaton,
 }
 
 /// The literals every match of `pattern` starts (or ends) with, when they are few and long
@@ -59,7 +59,7 @@ fn literals(pattern: &str, kind: ExtractKind) -> Option<Vec<Vec<u8>>> {
     let suffix = matches!(kind, ExtractKind::Suffix);
     ex.kind(kind).limit_class(16).limit_repeat(4).limit_literal_len(24).limit_total(400);
     let mut seq: Seq = ex.extract(&hir);
-    // Short literals keep the automaton small: many words share their first (or last) bytes.
+    // Eight bytes are rare enough in text, and compare as one word.
     if suffix {
         seq.keep_last_bytes(KEEP);
     } else {
@@ -113,17 +113,12 @@ impl Matcher {
                 }
             }
         }
-        let [text, squeezed] = lits.map(|(lit, arms)| {
-            // Built from the rules' constants (a test checks both build).
-            let ac = AhoCorasickBuilder::new().kind(Some(AhoCorasickKind::DFA)).build(&lit).ok()?;
-            Some(Automaton { ac, arms })
-        });
+        let [text, squeezed] = lits.map(|(lit, arms)| Automaton { literals: LiteralSet::new(&lit), arms });
         let for_data = RULES.iter().map(|r| r.id.starts_with("data.")).collect();
         Matcher { rules, sides, for_data, text, squeezed }
     }
 
-    /// The rules nothing would find: neither start nor end literals nor hand anchors (all
-    /// of them when an automaton did not build).
+    /// The rules nothing would find: neither start nor end literals nor hand anchors.
     #[cfg(test)]
     pub(super) fn unfindable(&self) -> Vec<&'static str> {
         RULES
@@ -131,11 +126,7 @@ impl Matcher {
             .enumerate()
             .filter(|(i, r)| {
                 let (s, e) = self.sides[*i];
-                let built = match r.view {
-                    View::Text => self.text.is_some(),
-                    View::Squeezed => self.squeezed.is_some(),
-                };
-                !built || !(s || e || super::anchors::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty()))
+                !(s || e || super::anchors::ANCHORS.iter().any(|(id, a)| *id == r.id && !a.is_empty()))
             })
             .map(|(_, r)| r.id)
             .collect()
@@ -150,21 +141,19 @@ impl Matcher {
     /// The rules of `kind` that match in `view` (each once, with its first match's span).
     /// `data`: the rules for data (`data.`) run too.
     pub(super) fn run(&self, kind: View, view: &str, data: bool, found: &mut dyn FnMut(usize, (usize, usize))) {
-        let Some(auto) = (match kind {
+        let auto = match kind {
             View::Text => &self.text,
             View::Squeezed => &self.squeezed,
-        }) else {
-            return;
         };
-        // (rule, side, start, end) of every literal found, in the order found (by end).
+        // (rule, side, start, end) of every literal found.
         let mut events: Vec<(u16, Side, u32, u32)> = Vec::new();
-        for m in auto.ac.find_overlapping_iter(view) {
-            for &(rule, side) in &auto.arms[m.pattern().as_usize()] {
+        auto.literals.find(view.as_bytes(), &mut |lit, start, end| {
+            for &(rule, side) in &auto.arms[lit as usize] {
                 if data || !self.for_data[usize::from(rule)] {
-                    events.push((rule, side, m.start() as u32, m.end() as u32));
+                    events.push((rule, side, start as u32, end as u32));
                 }
             }
-        }
+        });
         // Text that holds no literal (most of it) costs no allocation.
         if events.is_empty() {
             return;
@@ -199,7 +188,6 @@ impl Matcher {
             starts.clear();
             ends.extend(group.iter().filter(|e| e.1 == Side::End).map(|e| e.3 as usize));
             starts.extend(group.iter().filter(|e| e.1 == Side::Start).map(|e| e.2 as usize));
-            // Found by end: already in order but for literals of different lengths.
             ends.sort_unstable();
             starts.sort_unstable();
             let mut push = |from: usize, to: usize| match spans.last_mut() {
@@ -235,8 +223,13 @@ impl Matcher {
                     }
                 }
                 (false, false) => {
-                    for e in group.iter().filter(|e| e.1 == Side::Anchor) {
-                        push((e.2 as usize).saturating_sub(WINDOW), e.3 as usize + WINDOW);
+                    // Each anchor's span from its start, in order, so that spans merge.
+                    ends.extend(group.iter().filter(|e| e.1 == Side::Anchor).map(|e| e.3 as usize));
+                    starts.extend(group.iter().filter(|e| e.1 == Side::Anchor).map(|e| e.2 as usize));
+                    let mut order: Vec<usize> = (0..starts.len()).collect();
+                    order.sort_unstable_by_key(|&k| starts[k]);
+                    for k in order {
+                        push(starts[k].saturating_sub(WINDOW), ends[k] + WINDOW);
                     }
                 }
             }

@@ -11,6 +11,7 @@ mod decode;
 pub mod eval;
 mod hijack;
 mod i18n;
+mod literals;
 mod matcher;
 pub mod normalize;
 pub mod rules;
