@@ -13,12 +13,14 @@ pub const RULES: &[RuleDef] = &[
         0.8,
         r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie|missachte)\b.{0,40}\b(?:alle|vorherigen?|bisherigen?|obigen?|vorigen?|anweisungen|aufgaben|angaben|befehle|regeln|informationen)\b",
     ),
-    // German puts the verb last: the earlier instructions first, then "ignorieren".
+    // German puts the verb last: the earlier instructions first, then "ignorieren". Words
+    // are German letters (the view is lower case): Unicode's `\w` made this the largest
+    // rule by far (2.5 MiB compiled, 3 MiB of idle RSS).
     rule(
         "i18n.de_object_first",
         Multilingual,
         0.8,
-        r"(?:obigen|vorherigen|vorangegangenen|bisherigen|vorigen|früheren)\W+(?:\w+\W+){0,2}?(?:ausführungen|anweisungen|instruktionen|aufgaben|informationen|angaben|befehle|regeln)\W+(?:\w+\W+){0,8}?(?:ignorieren|vergessen|streichen|missachten|übergehen)|abweichend (?:zu|von) (?:den )?(?:vorherigen|obigen|bisherigen) (?:instruktionen|anweisungen)",
+        r"(?:obigen|vorherigen|vorangegangenen|bisherigen|vorigen|früheren)[^a-zäöüß0-9_]+(?:[a-zäöüß0-9_]+[^a-zäöüß0-9_]+){0,2}?(?:ausführungen|anweisungen|instruktionen|aufgaben|informationen|angaben|befehle|regeln)[^a-zäöüß0-9_]+(?:[a-zäöüß0-9_]+[^a-zäöüß0-9_]+){0,8}?(?:ignorieren|vergessen|streichen|missachten|übergehen)|abweichend (?:zu|von) (?:den )?(?:vorherigen|obigen|bisherigen) (?:instruktionen|anweisungen)",
     ),
     rule(
         "i18n.de_new_task",
@@ -101,7 +103,7 @@ pub const RULES: &[RuleDef] = &[
         "i18n.de_persona",
         Multilingual,
         0.55,
-        r"\bstell(?:e)? dir vor,? (?:du bist|dass du)\b.{0,40}\b(?:böse|bösartig|ki|bot|hacker|ohne (?:regeln|grenzen|filter))\b|\bdu bist (?:keine?|nicht mehr) \w+,? sondern\b",
+        r"\bstell(?:e)? dir vor,? (?:du bist|dass du)\b.{0,40}\b(?:böse|bösartig|ki|bot|hacker|ohne (?:regeln|grenzen|filter))\b|\bdu bist (?:keine?|nicht mehr) [a-zäöüß0-9_]+,? sondern\b",
     ),
     rule(
         "i18n.de_fabricate",
