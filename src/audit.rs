@@ -104,7 +104,9 @@ pub struct Record {
 /// The handle requests write through (cheap to clone).
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<Record>,
+    /// Boxed: the queue's slots are allocated up front, and 8,192 whole records took 3.5 MiB
+    /// of idle memory.
+    tx: SyncSender<Box<Record>>,
     dropped: IntCounter,
 }
 
@@ -120,7 +122,7 @@ impl AuditLog {
 
     /// Queues a record; never blocks.
     pub fn record(&self, r: Record) {
-        match self.tx.try_send(r) {
+        match self.tx.try_send(Box::new(r)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
@@ -163,7 +165,7 @@ impl Sink {
 /// records of a whole interval go out in one buffered write.
 const POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
-fn writer(settings: &AuditSettings, rx: &Receiver<Record>, errors: &IntCounter) {
+fn writer(settings: &AuditSettings, rx: &Receiver<Box<Record>>, errors: &IntCounter) {
     let mut sink = Sink { path: settings.path.clone(), file: None, size: 0, failing: false };
     let mut line = Vec::with_capacity(1024);
     loop {
