@@ -227,6 +227,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         stop.await;
         tracing::info!(target: "warden", "shutting down: draining in-flight requests");
         running.shutdown().await;
+        warden::pipeline::access_log::flush();
         tracing::info!(target: "warden", "stopped");
         Ok(())
     });

@@ -154,6 +154,34 @@ async fn serve_drains_a_stream_on_sigterm_and_logs_without_secrets() {
 }
 
 #[tokio::test]
+async fn access_lines_are_written_while_serving_not_only_at_shutdown() {
+    let (_dir, path) = write_temp(
+        "proxy.yaml",
+        &format!(
+            "server: {{ listen: \"127.0.0.1:0\" }}\nadmin: {{ listen: \"127.0.0.1:0\" }}\nproviders:\n  - {{ name: mock, kind: mock }}\nroutes:\n  - {{ model: \"mock-*\", provider: mock }}\nkeys:\n  - {{ name: demo, sha256: {DEMO_SHA} }}\n"
+        ),
+    );
+    let mut server = spawn(&["serve", "--config", path.to_str().unwrap()], "listening on api=");
+    let base = format!("http://{}", server.api);
+    for _ in 0..3 {
+        assert_eq!(post(&format!("{base}/v1/chat/completions"), &[BEARER], CHAT).await.status, 200);
+    }
+    // The writer takes queued lines every few milliseconds: all three appear, whole, soon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let access = loop {
+        let lines = server.lines.lock().unwrap().clone();
+        let access: Vec<String> = lines.into_iter().filter(|l| l.contains("INFO warden::access:")).collect();
+        if access.len() >= 3 || std::time::Instant::now() > deadline {
+            break access;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(access.len(), 3, "{access:?}");
+    assert!(access.iter().all(|l| l.contains(" status=200 ") && l.contains(" key=demo ")), "{access:?}");
+    server.child.kill().unwrap();
+}
+
+#[tokio::test]
 async fn mock_subcommand_serves_both_apis_with_directives() {
     let server = spawn(&["mock", "--listen", "127.0.0.1:0"], "listening on mock=");
     let base = format!("http://{}", server.api);

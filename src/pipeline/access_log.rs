@@ -3,20 +3,72 @@
 //! object with the fields flattened), without its per-field visitor machinery, which cost
 //! more instructions than any stage of the pipeline. `WARDEN_LOG` still decides whether the
 //! line is written: the `tracing` filter is asked first.
+//!
+//! Lines are written off the request path: a request queues its line, and one thread writes
+//! every [`POLL`] whatever was queued, in one `write` (a request's own `write` was the
+//! largest syscall cost after the sockets'). The writer never sleeps on the queue, so
+//! queuing wakes no thread. Past [`PENDING_MAX`] queued lines (stdout stalled), a request
+//! writes its own line, as before: a line is never dropped. [`flush`] at shutdown.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogFormat;
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
-/// Chooses the shape of access lines; called once, where logging is set up.
+/// How often the writer takes the queued lines.
+const POLL: Duration = Duration::from_millis(20);
+/// Queued lines past which a request writes its own.
+const PENDING_MAX: usize = 16_384;
+
+struct Queue {
+    tx: mpsc::Sender<String>,
+    /// Taken by the writer thread and by [`flush`] only.
+    rx: Mutex<mpsc::Receiver<String>>,
+    pending: AtomicUsize,
+}
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+/// Chooses the shape of access lines and starts the writer; called once, where logging is
+/// set up. Without it (a library user, the tests) each line is written at once.
 pub fn init(format: LogFormat) {
     let _ = FORMAT.set(format);
+    let (tx, rx) = mpsc::channel();
+    if QUEUE.set(Queue { tx, rx: Mutex::new(rx), pending: AtomicUsize::new(0) }).is_ok() {
+        let started = std::thread::Builder::new().name("warden-access-log".into()).spawn(|| loop {
+            std::thread::sleep(POLL);
+            flush();
+        });
+        if started.is_err() {
+            // No writer: lines are written by their requests.
+            if let Some(q) = QUEUE.get() {
+                q.pending.store(usize::MAX, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Writes every queued line now.
+pub fn flush() {
+    let Some(q) = QUEUE.get() else { return };
+    let Ok(rx) = q.rx.lock() else { return };
+    let mut batch = Vec::new();
+    for line in rx.try_iter() {
+        q.pending.fetch_sub(1, Ordering::Relaxed);
+        batch.extend_from_slice(line.as_bytes());
+        if batch.len() >= 64 << 10 {
+            let _ = std::io::stdout().lock().write_all(&batch);
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        let _ = std::io::stdout().lock().write_all(&batch);
+    }
 }
 
 /// One field's value.
@@ -31,25 +83,29 @@ pub enum V<'a> {
     B(bool),
 }
 
-thread_local! {
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(1024));
-}
-
 /// Writes one access line, if the log filter lets `warden::access` at INFO through.
 pub fn emit(fields: &[(&'static str, V<'_>)]) {
     if !tracing::enabled!(target: "warden::access", tracing::Level::INFO) {
         return;
     }
     let json = FORMAT.get() == Some(&LogFormat::Json);
-    LINE.with_borrow_mut(|line| {
-        line.clear();
-        if json {
-            render_json(line, fields);
-        } else {
-            render_text(line, fields);
+    let mut line = String::with_capacity(640);
+    if json {
+        render_json(&mut line, fields);
+    } else {
+        render_text(&mut line, fields);
+    }
+    if let Some(q) = QUEUE.get().filter(|q| q.pending.load(Ordering::Relaxed) < PENDING_MAX) {
+        q.pending.fetch_add(1, Ordering::Relaxed);
+        match q.tx.send(line) {
+            Ok(()) => return,
+            Err(mpsc::SendError(l)) => {
+                q.pending.fetch_sub(1, Ordering::Relaxed);
+                line = l;
+            }
         }
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
-    });
+    }
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 fn render_text(line: &mut String, fields: &[(&'static str, V<'_>)]) {
