@@ -131,6 +131,10 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
     let settings = Settings {
         api_listen: cx.addr(raw.server.listen.as_ref(), "127.0.0.1:8787"),
         api_tls: cx.tls(raw.server.tls.as_ref(), base_dir),
+        api_workers: raw.server.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            |n| n.max(1) as usize,
+        ),
         admin_listen: cx.addr(raw.admin.listen.as_ref(), "127.0.0.1:9787"),
         admin_tls: cx.tls(raw.admin.tls.as_ref(), base_dir),
         admin_token,

@@ -105,6 +105,9 @@ pub struct RawServer {
     /// API listener address; `${ENV}` allowed. Default `127.0.0.1:8787`.
     pub listen: Option<Spanned<String>>,
     pub tls: Option<RawTls>,
+    /// API worker threads, each with its own listener (`SO_REUSEPORT`) and event loop.
+    /// Default: one per CPU.
+    pub workers: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

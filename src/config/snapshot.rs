@@ -20,6 +20,8 @@ use crate::secret::Secret;
 pub struct Settings {
     pub api_listen: SocketAddr,
     pub api_tls: Option<TlsFiles>,
+    /// API worker threads (at least one).
+    pub api_workers: usize,
     pub admin_listen: SocketAddr,
     pub admin_tls: Option<TlsFiles>,
     pub admin_token: Option<Secret>,

@@ -32,6 +32,27 @@ type Conn = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 struct Link {
     sender: http1::SendRequest<Full<Bytes>>,
     conn: Conn,
+    /// The idle list it returns to: that of the thread whose reactor its socket is on.
+    home: usize,
+}
+
+/// Idle lists per upstream: one per API worker thread (modulo this many), so that a
+/// connection is driven by the thread whose reactor watches its socket and no two workers
+/// share a lock.
+const SHARDS: usize = 16;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The idle lists in use: one more than the highest worker index named.
+static IN_USE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Names the calling thread's API worker (see `server`): its connections go to its own
+/// idle list.
+pub fn set_worker(index: usize) {
+    WORKER.set(index % SHARDS);
+    IN_USE.fetch_max(index % SHARDS + 1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Link {
@@ -46,8 +67,8 @@ pub struct H1Pool {
     authority: String,
     host: HeaderValue,
     connect_timeout: Duration,
-    /// Idle connections. The lock is per upstream and held only to push or pop.
-    idle: Mutex<Vec<Link>>,
+    /// Idle connections by worker. Each lock is held only to push or pop.
+    idle: [Mutex<Vec<Link>>; SHARDS],
     max_idle: usize,
 }
 
@@ -86,7 +107,7 @@ impl H1Pool {
             authority: authority.to_string(),
             host: HeaderValue::from_str(authority).ok()?,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             max_idle: 256,
         })
     }
@@ -141,8 +162,18 @@ impl H1Pool {
         }
     }
 
+    /// An idle connection: this worker's own, else another's (a connection reused from the
+    /// other thread beats a new one; `try_lock`, so workers never wait on each other).
     fn checkout(&self) -> Option<Link> {
-        let mut idle = self.idle.lock().ok()?;
+        let own = WORKER.get();
+        let others = (0..IN_USE.load(std::sync::atomic::Ordering::Relaxed)).filter(|&i| i != own);
+        if let Some(link) = self.idle[own].lock().ok().and_then(|mut idle| Self::usable(&mut idle)) {
+            return Some(link);
+        }
+        others.filter_map(|i| self.idle[i].try_lock().ok()).find_map(|mut idle| Self::usable(&mut idle))
+    }
+
+    fn usable(idle: &mut Vec<Link>) -> Option<Link> {
         while let Some(mut link) = idle.pop() {
             // Let the connection notice an EOF that arrived while it sat idle.
             let ended = link.drive(&mut Context::from_waker(std::task::Waker::noop()));
@@ -157,7 +188,7 @@ impl H1Pool {
         if !link.sender.is_ready() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Ok(mut idle) = self.idle[link.home].lock() {
             if idle.len() < self.max_idle {
                 idle.push(link);
             }
@@ -171,7 +202,7 @@ impl H1Pool {
             .map_err(|source| H1Error::Connect { authority: self.authority.clone(), source })?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Link { sender, conn })
+        Ok(Link { sender, conn, home: WORKER.get() })
     }
 }
 

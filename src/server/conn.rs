@@ -56,18 +56,23 @@ impl Conns {
         LiveGuard(self.live.clone())
     }
 
+    /// Resolves once no connection is live.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.live.1.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the count is read: the last close cannot slip in between.
+            notified.as_mut().enable();
+            if self.live.0.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits for every connection to finish, up to `deadline`; then closes the rest.
     pub async fn drain(&self, deadline: Duration) {
-        let all_closed = async {
-            loop {
-                let notified = self.live.1.notified();
-                if self.live.0.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(deadline, all_closed).await.is_err() {
+        if tokio::time::timeout(deadline, self.closed()).await.is_err() {
             tracing::warn!(target: "warden", "drain deadline of {deadline:?} passed; closing remaining connections");
             let _ = self.kill.send(true);
         }

@@ -8,6 +8,7 @@
 //! the rest, 4. stop the admin listener, which answered probes until then.
 
 pub mod conn;
+mod workers;
 
 use std::future::Future;
 use std::io;
@@ -146,11 +147,11 @@ pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
         crate::injection::warm();
     }
     let limits = ConnLimits::from_settings(&settings);
-    let api = TcpListener::bind(settings.api_listen).await?;
+    let api = workers::bind(settings.api_listen, settings.api_workers)?;
     let admin = TcpListener::bind(settings.admin_listen).await?;
     let api_tls = settings.api_tls.as_ref().map(tls_acceptor).transpose()?;
     let admin_tls = settings.admin_tls.as_ref().map(tls_acceptor).transpose()?;
-    let api_addr = api.local_addr()?;
+    let api_addr = api.first().map_or(Ok(settings.api_listen), std::net::TcpListener::local_addr)?;
     let admin_addr = admin.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     // The admin listener outlives the API's drain, so probes see `/readyz` answer 503.
@@ -159,17 +160,15 @@ pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let admin_conns = Conns::new(admin_stop_rx);
 
     let api_app = app.clone();
-    let api_loop = accept_loop(api, api_tls, limits, api_conns.clone(), move |conn, req| {
+    let accepting = workers::spawn(api, api_tls, limits, &api_conns, move |conn, req| {
         crate::pipeline::handle(api_app.clone(), conn, req)
-    });
+    })?;
     let admin_app = app.clone();
     let admin_loop = accept_loop(admin, admin_tls, limits, admin_conns.clone(), move |_conn, req| {
         crate::admin::handle(admin_app.clone(), req)
     });
     let drain_app = app.clone();
     let drain = settings.drain_timeout;
-    #[expect(clippy::disallowed_methods, reason = "the API listener; it ends on the stop signal")]
-    let api_task = tokio::spawn(api_loop);
     #[expect(clippy::disallowed_methods, reason = "the admin listener; it ends after the API's drain")]
     let admin_task = tokio::spawn(admin_loop);
     let mut stop_seen = stop_rx;
@@ -177,7 +176,9 @@ pub async fn start(app: Arc<AppState>) -> io::Result<Running> {
     let done = tokio::spawn(async move {
         stopped(&mut stop_seen).await;
         drain_app.draining.store(true, Ordering::SeqCst);
-        let _ = api_task.await;
+        for worker in accepting {
+            let _ = worker.await;
+        }
         api_conns.drain(drain).await;
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
