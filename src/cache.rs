@@ -213,58 +213,59 @@ pub const IGNORED_FIELDS: [&str; 9] = [
 /// The digest of a JSON request body in canonical form: object keys in sorted order at every
 /// depth, numbers by value (`0`, `0.0` and `0e0` are one number), strings and arrays
 /// length-prefixed so no two bodies share an encoding, and [`IGNORED_FIELDS`] left out at
-/// the top level. `None` for a body that is not a JSON object.
+/// the top level. `None` for a body that is not a JSON object. The encoding is gathered
+/// first and hashed once: a hash update per value cost more than the hashing.
 pub fn body_digest(value: &Value) -> Option<[u8; 32]> {
     let Value::Object(top) = value else { return None };
-    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut h = Vec::with_capacity(512);
     let mut keys: Vec<&String> = top.keys().filter(|k| !IGNORED_FIELDS.contains(&k.as_str())).collect();
     keys.sort_unstable();
-    h.update(b"{");
-    h.update(&(keys.len() as u64).to_le_bytes());
+    h.extend_from_slice(b"{");
+    h.extend_from_slice(&(keys.len() as u64).to_le_bytes());
     for k in keys {
         feed_str(&mut h, k);
         feed(&mut h, &top[k.as_str()]);
     }
     let mut out = [0u8; 32];
-    out.copy_from_slice(h.finish().as_ref());
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &h).as_ref());
     Some(out)
 }
 
-fn feed_str(h: &mut ring::digest::Context, s: &str) {
-    h.update(&(s.len() as u64).to_le_bytes());
-    h.update(s.as_bytes());
+fn feed_str(h: &mut Vec<u8>, s: &str) {
+    h.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    h.extend_from_slice(s.as_bytes());
 }
 
-fn feed(h: &mut ring::digest::Context, v: &Value) {
+fn feed(h: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Null => h.update(b"n"),
-        Value::Bool(true) => h.update(b"t"),
-        Value::Bool(false) => h.update(b"f"),
+        Value::Null => h.extend_from_slice(b"n"),
+        Value::Bool(true) => h.extend_from_slice(b"t"),
+        Value::Bool(false) => h.extend_from_slice(b"f"),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                h.update(b"i");
-                h.update(&i128::from(i).to_le_bytes());
+                h.extend_from_slice(b"i");
+                h.extend_from_slice(&i128::from(i).to_le_bytes());
             } else if let Some(u) = n.as_u64() {
-                h.update(b"i");
-                h.update(&i128::from(u).to_le_bytes());
+                h.extend_from_slice(b"i");
+                h.extend_from_slice(&i128::from(u).to_le_bytes());
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    h.update(b"i");
-                    h.update(&(f as i128).to_le_bytes());
+                    h.extend_from_slice(b"i");
+                    h.extend_from_slice(&(f as i128).to_le_bytes());
                 } else {
-                    h.update(b"d");
-                    h.update(&f.to_bits().to_le_bytes());
+                    h.extend_from_slice(b"d");
+                    h.extend_from_slice(&f.to_bits().to_le_bytes());
                 }
             }
         }
         Value::String(s) => {
-            h.update(b"s");
+            h.extend_from_slice(b"s");
             feed_str(h, s);
         }
         Value::Array(items) => {
-            h.update(b"[");
-            h.update(&(items.len() as u64).to_le_bytes());
+            h.extend_from_slice(b"[");
+            h.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for i in items {
                 feed(h, i);
             }
@@ -272,8 +273,8 @@ fn feed(h: &mut ring::digest::Context, v: &Value) {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort_unstable();
-            h.update(b"{");
-            h.update(&(keys.len() as u64).to_le_bytes());
+            h.extend_from_slice(b"{");
+            h.extend_from_slice(&(keys.len() as u64).to_le_bytes());
             for k in keys {
                 feed_str(h, k);
                 feed(h, &map[k.as_str()]);
@@ -291,18 +292,18 @@ pub fn with_headers(digest: [u8; 32], headers: &http::HeaderMap) -> [u8; 32] {
     if !KEYED_HEADERS.iter().any(|h| headers.contains_key(*h)) {
         return digest;
     }
-    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
-    h.update(&digest);
+    let mut h = Vec::with_capacity(128);
+    h.extend_from_slice(&digest);
     for name in KEYED_HEADERS {
         feed_str(&mut h, name);
         for v in headers.get_all(name) {
-            h.update(b"=");
-            h.update(&(v.len() as u64).to_le_bytes());
-            h.update(v.as_bytes());
+            h.extend_from_slice(b"=");
+            h.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            h.extend_from_slice(v.as_bytes());
         }
     }
     let mut out = [0u8; 32];
-    out.copy_from_slice(h.finish().as_ref());
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &h).as_ref());
     out
 }
 
@@ -310,19 +311,19 @@ pub fn with_headers(digest: [u8; 32], headers: &http::HeaderMap) -> [u8; 32] {
 /// answer is streamed (only for routes whose answers are not converted between the two),
 /// and the body's digest, each length-prefixed.
 pub fn key(meta: &Meta, stream: Option<bool>, digest: &[u8; 32]) -> Key {
-    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
-    h.update(b"warden-cache-v1");
+    let mut h = Vec::with_capacity(128);
+    h.extend_from_slice(b"warden-cache-v1");
     for part in [meta.tenant.as_str(), &meta.provider, &meta.model, meta.route] {
         feed_str(&mut h, part);
     }
-    h.update(match stream {
+    h.extend_from_slice(match stream {
         None => b"-",
         Some(true) => b"s",
         Some(false) => b"j",
     });
-    h.update(digest);
+    h.extend_from_slice(digest);
     let mut out = [0u8; 32];
-    out.copy_from_slice(h.finish().as_ref());
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &h).as_ref());
     out
 }
 
