@@ -1,6 +1,7 @@
 //! Connections that must not stay open forever, and the admin listener's contract: a body
 //! that stops arriving gets 408, idle HTTP/1.1 and HTTP/2 connections are closed, probes
-//! answer without the admin token and keep answering (503) while the API drains.
+//! answer without the admin token and keep answering (503) while the API drains, and
+//! connections past `limits.max_connections` are closed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, reason = "the test drives an HTTP/2 client connection on its own task")]
@@ -58,6 +59,44 @@ async fn an_idle_http1_connection_is_closed() {
     s.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-warden-demo\r\n\r\n").await.unwrap();
     let resp = read_to_close(&mut s, Duration::from_secs(5)).await.expect("an idle keep-alive connection stayed open");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_and_the_open_ones_keep_working() {
+    let mock = TestMock::start().await;
+    let config = standard_config(mock.addr).replace(
+        "limits: { max_body_bytes: 4096, header_read_timeout: 500ms, drain_timeout: 5s }",
+        "limits: { max_body_bytes: 4096, header_read_timeout: 5s, drain_timeout: 5s, max_connections: 2 }",
+    );
+    let proxy = TestProxy::start(&config).await;
+    let request = b"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-warden-demo\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.api).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        open.push(s);
+    }
+    // A third is closed without an answer: its memory is never spent.
+    let mut third = TcpStream::connect(proxy.api).await.unwrap();
+    let _ = third.write_all(request).await;
+    let got = read_to_close(&mut third, Duration::from_secs(5)).await.expect("the third connection stayed open");
+    assert!(got.is_empty(), "{got}");
+    // The two open ones still serve.
+    let s = &mut open[0];
+    s.write_all(request).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Once one closes, a new connection is served again.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fresh = TcpStream::connect(proxy.api).await.unwrap();
+    fresh.write_all(request).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), fresh.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
 
 #[tokio::test]

@@ -144,6 +144,7 @@ pub fn compile(file: &str, raw: &RawConfig, base_dir: &Path, env: &dyn Env) -> R
         header_read_timeout: limits.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
         body_read_timeout: limits.body_read_timeout.map_or(Duration::from_secs(30), |d| d.0),
         idle_timeout: limits.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        max_connections: limits.max_connections.map_or(10_000, |n| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
         http2_keep_alive: limits.http2_keep_alive.map_or(Duration::from_secs(20), |d| d.0),
         drain_timeout: limits.drain_timeout.map_or(Duration::from_secs(30), |d| d.0),
         policies_dir: base_dir.join(raw.policies.dir.as_deref().unwrap_or("policies")),

@@ -155,6 +155,8 @@ pub struct RawLimits {
     /// HTTP/2 PING interval; a client that does not answer within the same time is dropped.
     pub http2_keep_alive: Option<Dur>,
     pub drain_timeout: Option<Dur>,
+    /// Open client connections at most (API listener, all workers); more are closed at once.
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

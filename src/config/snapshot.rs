@@ -31,6 +31,8 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Open API connections at most.
+    pub max_connections: usize,
     pub http2_keep_alive: Duration,
     pub drain_timeout: Duration,
     pub policies_dir: PathBuf,

@@ -56,6 +56,20 @@ impl Conns {
         LiveGuard(self.live.clone())
     }
 
+    /// Connections open now.
+    pub fn live(&self) -> usize {
+        self.live.0.load(Ordering::Relaxed)
+    }
+
+    /// A connection closed for being one too many: logged at most once a minute.
+    pub fn refused(&self) {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if LAST.swap(now, Ordering::Relaxed) / 60 != now / 60 {
+            tracing::warn!(target: "warden", open = self.live(), "connection limit reached (limits.max_connections): new connections are closed");
+        }
+    }
+
     /// Resolves once no connection is live.
     pub async fn closed(&self) {
         loop {

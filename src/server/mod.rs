@@ -42,6 +42,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// HTTP/2 PING interval (and how long an answer may take).
     pub http2_keep_alive: Duration,
+    /// Open connections at most: each holds buffers, so this bounds their memory.
+    pub max_connections: usize,
 }
 
 impl ConnLimits {
@@ -51,6 +53,7 @@ impl ConnLimits {
             header_read_timeout: s.header_read_timeout,
             idle_timeout: s.idle_timeout,
             http2_keep_alive: s.http2_keep_alive,
+            max_connections: s.max_connections,
         }
     }
 
@@ -61,6 +64,7 @@ impl ConnLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             http2_keep_alive: Duration::from_secs(20),
+            max_connections: 100_000,
         }
     }
 }
@@ -260,6 +264,12 @@ async fn accept_loop<F, Fut>(
             },
             () = stopped(&mut stop) => break,
         };
+        if conns.live() >= limits.max_connections {
+            // Closed at once: a client sees a reset or an EOF and retries elsewhere.
+            drop(stream);
+            conns.refused();
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo { peer };
         let task = serve_conn(stream, conn, tls.clone(), builder.clone(), conns.clone(), limits, handler.clone());
