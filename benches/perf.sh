@@ -84,7 +84,9 @@ pids+=($!); BARE_PID=$!
 (cd "$OUT/full" && BENCH_UPSTREAM_KEY=sk-bench exec "$W" serve --config proxy.yaml >warden.log 2>&1) &
 pids+=($!); FULL_PID=$!
 sleep 1
-for p in $BARE_PID $FULL_PID; do kill -0 "$p" || { cat "$OUT"/*/warden.log; exit 1; }; done
+# A port still held by an earlier run would leave one of them dead and the bench measuring
+# someone else's process.
+for p in $MOCK_PID $BARE_PID $FULL_PID; do kill -0 "$p" || { cat "$OUT"/mock.log "$OUT"/*/warden.log; exit 1; }; done
 
 CHAT=${BODY%\}}',"temperature":0}'
 STREAM=${CHAT%\}}',"stream":true}'
