@@ -3,8 +3,8 @@
 //! address (`SO_REUSEPORT`: the kernel spreads connections over them), and a connection
 //! lives on one thread from accept to close, its upstream connections too (see
 //! `http::h1pool`). With tokio's work-stealing scheduler, tasks woke on the other core and
-//! stole from each other's queues: on two cores under load, a third more CPU per request
-//! with every policy section on (benches/perf.sh; numbers in docs/BENCHMARKS.md).
+//! stole from each other's queues: on two cores under load, without policies, 13% more CPU
+//! per request and 8% less throughput (benches/perf.sh; numbers in docs/BENCHMARKS.md).
 
 use std::future::Future;
 use std::io;
