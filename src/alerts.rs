@@ -2,7 +2,8 @@
 //! (a share of the cap), the alert fires once for that window (spend only grows within a
 //! window, and the crossing is seen under the account's lock by exactly one settlement):
 //! a log event, `warden_budget_alerts_total`, and, when `alerts.webhook` is set, a JSON POST
-//! retried with backoff on its own task, so a slow or dead receiver never holds a request.
+//! retried with backoff from a queue of its own, so a slow or dead receiver never holds a
+//! request.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -65,28 +66,75 @@ pub fn fire(metrics: &Metrics, webhook: Option<&Uri>, alert: Alert) {
         "budget alert: spend crossed a threshold"
     );
     let Some(url) = webhook.cloned() else { return };
-    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
     let body = Bytes::from(serde_json::to_vec(&alert).unwrap_or_default());
-    // Its own task: delivery and its retries never hold the request that crossed the line.
-    handle.spawn(async move {
-        let mut wait = FIRST_BACKOFF;
-        for attempt in 1..=ATTEMPTS {
-            let req = Request::post(url.clone())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body.clone()));
-            let Ok(req) = req else { return };
-            match tokio::time::timeout(Duration::from_secs(10), client().request(req)).await {
-                Ok(Ok(resp)) if resp.status().is_success() => return,
-                Ok(Ok(resp)) => tracing::warn!(target: "warden", status = %resp.status(), attempt, "alert webhook refused the alert"),
-                Ok(Err(e)) => tracing::warn!(target: "warden", error = %e, attempt, "alert webhook unreachable"),
-                Err(_) => tracing::warn!(target: "warden", attempt, "alert webhook timed out"),
-            }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
+    deliver_in_order(url, body);
+}
+
+type Queue = tokio::sync::mpsc::UnboundedSender<Bytes>;
+/// The alerts thread's runtime, and each webhook's queue.
+type Queues = (tokio::runtime::Handle, std::sync::Mutex<Vec<(Uri, Queue)>>);
+
+/// Hands the alert to its webhook's queue: deliveries to one URL go in the order the alerts
+/// fired (a receiver sees 50% before 80%, whichever API worker settled each), from a thread
+/// of their own whose runtime outlives any request's. Sending never waits: a slow or dead
+/// receiver delays its own later alerts, never a request or another webhook.
+fn deliver_in_order(url: Uri, body: Bytes) {
+    static QUEUES: OnceLock<Option<Queues>> = OnceLock::new();
+    let Some((runtime, queues)) = QUEUES
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("warden-alerts".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some((handle, std::sync::Mutex::new(Vec::new())))
+        })
+        .as_ref()
+    else {
+        return;
+    };
+    let Ok(mut queues) = queues.lock() else { return };
+    // Alerts are rare (a threshold per budget and window): the lock is never contended.
+    queues.retain(|(_, q)| !q.is_closed());
+    let queue = match queues.iter().find(|(u, _)| *u == url) {
+        Some((_, q)) => q.clone(),
+        None => {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+            let to = url.clone();
+            runtime.spawn(async move {
+                while let Some(body) = rx.recv().await {
+                    deliver(&to, body).await;
+                }
+            });
+            queues.push((url, tx.clone()));
+            tx
         }
-    });
+    };
+    let _ = queue.send(body);
+}
+
+/// POSTs one alert, retried with backoff.
+async fn deliver(url: &Uri, body: Bytes) {
+    let mut wait = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let req = Request::post(url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()));
+        let Ok(req) = req else { return };
+        match tokio::time::timeout(Duration::from_secs(10), client().request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => return,
+            Ok(Ok(resp)) => {
+                tracing::warn!(target: "warden", status = %resp.status(), attempt, "alert webhook refused the alert")
+            }
+            Ok(Err(e)) => tracing::warn!(target: "warden", error = %e, attempt, "alert webhook unreachable"),
+            Err(_) => tracing::warn!(target: "warden", attempt, "alert webhook timed out"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
 }
 
 #[cfg(test)]
