@@ -158,30 +158,15 @@ impl Matcher {
         if events.is_empty() {
             return;
         }
-        // Grouped by rule with a counting sort: linear, and each group keeps the order found.
-        let mut count = vec![0u32; RULES.len() + 1];
-        for e in &events {
-            count[usize::from(e.0) + 1] += 1;
-        }
-        for i in 1..count.len() {
-            count[i] += count[i - 1];
-        }
-        let mut next = count.clone();
-        let mut grouped = vec![(0u16, Side::Anchor, 0u32, 0u32); events.len()];
-        for e in &events {
-            let at = &mut next[usize::from(e.0)];
-            grouped[*at as usize] = *e;
-            *at += 1;
-        }
+        // Grouped by rule: a short text has a few events for a few of the rules, so sorting
+        // them beats a pass over every rule (positions are sorted per rule below).
+        events.sort_unstable_by_key(|e| e.0);
         let bytes = view.as_bytes();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut starts: Vec<usize> = Vec::new();
         let mut ends: Vec<usize> = Vec::new();
-        for rule in 0..RULES.len() {
-            let group = &grouped[count[rule] as usize..count[rule + 1] as usize];
-            if group.is_empty() {
-                continue;
-            }
+        for group in events.chunk_by(|a, b| a.0 == b.0) {
+            let rule = usize::from(group[0].0);
             let Some(re) = &self.rules[rule] else { continue };
             spans.clear();
             ends.clear();
