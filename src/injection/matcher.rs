@@ -34,7 +34,7 @@ enum Side {
 type Literals = (Vec<Vec<u8>>, Vec<Vec<(u16, Side)>>);
 
 /// One view's literals, and what each means for which rule.
-struct Automaton {
+struct ViewLiterals {
     literals: LiteralSet,
     arms: Vec<Vec<(u16, Side)>>,
 }
@@ -46,8 +46,8 @@ pub(super) struct Matcher {
     sides: Vec<(bool, bool)>,
     /// By rule: a rule for data only (`data.`), run on tool results and fetched text.
     for_data: Vec<bool>,
-    text: Automaton,
-    squeezed: Automaton,
+    text: ViewLiterals,
+    squeezed: ViewLiterals,
 }
 
 /// The literals every match of `pattern` starts (or ends) with, when they are few and long
@@ -113,7 +113,7 @@ impl Matcher {
                 }
             }
         }
-        let [text, squeezed] = lits.map(|(lit, arms)| Automaton { literals: LiteralSet::new(&lit), arms });
+        let [text, squeezed] = lits.map(|(lit, arms)| ViewLiterals { literals: LiteralSet::new(&lit), arms });
         let for_data = RULES.iter().map(|r| r.id.starts_with("data.")).collect();
         Matcher { rules, sides, for_data, text, squeezed }
     }
@@ -158,9 +158,9 @@ impl Matcher {
         if events.is_empty() {
             return;
         }
-        // Grouped by rule: a short text has a few events for a few of the rules, so sorting
-        // them beats a pass over every rule (positions are sorted per rule below).
-        events.sort_unstable_by_key(|e| e.0);
+        // Grouped by rule, each group in start order: a short text has a few events for a few
+        // of the rules, so sorting them beats a pass over every rule.
+        events.sort_unstable_by_key(|e| (e.0, e.2));
         let bytes = view.as_bytes();
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut starts: Vec<usize> = Vec::new();
@@ -173,8 +173,8 @@ impl Matcher {
             starts.clear();
             ends.extend(group.iter().filter(|e| e.1 == Side::End).map(|e| e.3 as usize));
             starts.extend(group.iter().filter(|e| e.1 == Side::Start).map(|e| e.2 as usize));
+            // Literals of different lengths: their ends are not in start order.
             ends.sort_unstable();
-            starts.sort_unstable();
             let mut push = |from: usize, to: usize| match spans.last_mut() {
                 Some(last) if from <= last.1 => last.1 = last.1.max(to),
                 _ => spans.push((from, to)),
@@ -208,13 +208,9 @@ impl Matcher {
                     }
                 }
                 (false, false) => {
-                    // Each anchor's span from its start, in order, so that spans merge.
-                    ends.extend(group.iter().filter(|e| e.1 == Side::Anchor).map(|e| e.3 as usize));
-                    starts.extend(group.iter().filter(|e| e.1 == Side::Anchor).map(|e| e.2 as usize));
-                    let mut order: Vec<usize> = (0..starts.len()).collect();
-                    order.sort_unstable_by_key(|&k| starts[k]);
-                    for k in order {
-                        push(starts[k].saturating_sub(WINDOW), ends[k] + WINDOW);
+                    // In start order, so that spans merge.
+                    for e in group.iter().filter(|e| e.1 == Side::Anchor) {
+                        push((e.2 as usize).saturating_sub(WINDOW), e.3 as usize + WINDOW);
                     }
                 }
             }
